@@ -1,0 +1,3 @@
+//! Batch UDP I/O and socket setup.
+//!
+//! Must not: import any other sipshard module.

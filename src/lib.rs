@@ -1,0 +1,18 @@
+//! sipshard: a sharded, sans-IO SIP signaling server.
+//!
+//! Layers, lowest first (a module imports only modules above it in this list):
+//! - `sip`, `timer`, `config`, `io`: foundations; they import none of the rest.
+//! - `transaction`, `dispatch`: the sans-IO protocol core. No sockets, threads, clocks or locks;
+//!   time is passed in as [`timer::Millis`].
+//! - `shard`, `server`, `cli`: the runtime that owns sockets, threads and the clock.
+
+pub mod config;
+pub mod dispatch;
+pub mod io;
+pub mod sip;
+pub mod timer;
+pub mod transaction;
+
+pub mod cli;
+pub mod server;
+pub mod shard;

@@ -1,0 +1,1 @@
+//! Start the shards; graceful shutdown.

@@ -1,0 +1,1 @@
+//! The per-core shard event loop and the mailboxes between shards.
