@@ -18,8 +18,8 @@ pub use params::{
 };
 
 use std::fmt;
-use std::path::Path;
 use std::net::SocketAddr;
+use std::path::Path;
 
 /// Timers of the transaction layer, in milliseconds, derived from the `SS_SIP_*` parameters.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -397,7 +397,9 @@ impl Config {
                 }
             }
             (Section::Sip, "endpoint_expire", Val::Int(n)) => q.endpoint_expire_s = n as u32,
-            (Section::Sip, "endpoint_nat_expire", Val::Int(n)) => q.endpoint_nat_expire_s = n as u32,
+            (Section::Sip, "endpoint_nat_expire", Val::Int(n)) => {
+                q.endpoint_nat_expire_s = n as u32
+            }
             (Section::Sip, "endpoint_register_retry", Val::Int(n)) => {
                 q.endpoint_register_retry = n as u32
             }
@@ -439,7 +441,12 @@ fn find_line(text: &str, section: Option<&str>, key: Option<&str>) -> Option<usi
         }
         if let Some(key) = key {
             if current.as_deref() == section {
-                let lhs = line.split('=').next().unwrap_or("").trim().trim_matches('"');
+                let lhs = line
+                    .split('=')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .trim_matches('"');
                 if line.contains('=') && lhs == key {
                     return Some(i + 1);
                 }

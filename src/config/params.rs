@@ -114,11 +114,15 @@ impl ParamInfo {
                 fmt_ms(INTERVAL_MAX_MS)
             ),
             Kind::UaExpire => {
-                format!("Auto (\"Auto Negotiation\") or {UA_EXPIRE_MIN_S}..={UA_EXPIRE_MAX_S} seconds")
+                format!(
+                    "Auto (\"Auto Negotiation\") or {UA_EXPIRE_MIN_S}..={UA_EXPIRE_MAX_S} seconds"
+                )
             }
             Kind::Choice(words) => words.join("|"),
             Kind::SocketAddr => "IP:PORT (IPv6 as [ADDR]:PORT)".to_string(),
-            Kind::LogFilter => "a tracing filter: error|warn|info|debug|trace, or target=level,...".to_string(),
+            Kind::LogFilter => {
+                "a tracing filter: error|warn|info|debug|trace, or target=level,...".to_string()
+            }
         }
     }
 }
@@ -472,7 +476,9 @@ pub fn seconds_to_ms(s: &str) -> Result<u64, DecimalError> {
         None => (t, ""),
     };
     let all_digits = |x: &str| x.bytes().all(|b| b.is_ascii_digit());
-    if (int_part.is_empty() && frac_part.is_empty()) || !all_digits(int_part) || !all_digits(frac_part)
+    if (int_part.is_empty() && frac_part.is_empty())
+        || !all_digits(int_part)
+        || !all_digits(frac_part)
     {
         return Err(DecimalError::NotANumber);
     }
@@ -482,9 +488,17 @@ pub fn seconds_to_ms(s: &str) -> Result<u64, DecimalError> {
     }
     let int_digits = int_part.trim_start_matches('0');
     if int_digits.len() > 12 {
-        return Err(if neg { DecimalError::Negative } else { DecimalError::TooLarge });
+        return Err(if neg {
+            DecimalError::Negative
+        } else {
+            DecimalError::TooLarge
+        });
     }
-    let whole: u64 = if int_digits.is_empty() { 0 } else { int_digits.parse().unwrap() };
+    let whole: u64 = if int_digits.is_empty() {
+        0
+    } else {
+        int_digits.parse().unwrap()
+    };
     let (ms_digits, rest) = frac_part.split_at(frac_part.len().min(3));
     if rest.bytes().any(|b| b != b'0') {
         return Err(DecimalError::FinerThanMs);
@@ -500,7 +514,11 @@ pub fn seconds_to_ms(s: &str) -> Result<u64, DecimalError> {
     Ok(ms)
 }
 
-fn one_interval(index: usize, shown: &str, parsed: Result<u64, DecimalError>) -> Result<u64, String> {
+fn one_interval(
+    index: usize,
+    shown: &str,
+    parsed: Result<u64, DecimalError>,
+) -> Result<u64, String> {
     let n = index + 1;
     match parsed {
         Ok(ms) if (INTERVAL_MIN_MS..=INTERVAL_MAX_MS).contains(&ms) => Ok(ms),
@@ -543,9 +561,9 @@ fn parse_intervals(v: &toml::Value) -> Result<Vec<u64>, String> {
                 let shown = item.to_string();
                 let parsed = match item {
                     toml::Value::Integer(n) if *n < 0 => Err(DecimalError::Negative),
-                    toml::Value::Integer(n) => (*n as u64)
-                        .checked_mul(1000)
-                        .ok_or(DecimalError::TooLarge),
+                    toml::Value::Integer(n) => {
+                        (*n as u64).checked_mul(1000).ok_or(DecimalError::TooLarge)
+                    }
                     // Display of f64 is the shortest decimal that reads back as the same f64 and
                     // never uses an exponent, so 0.1 → "0.1" → exactly 100 ms.
                     toml::Value::Float(f) if f.is_finite() => seconds_to_ms(&format!("{f}")),
