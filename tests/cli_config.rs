@@ -93,7 +93,7 @@ fn check_config_bad_file_lists_every_error() {
             "{p}:6: sip.timeout_invite (SS_SIP_TIMEOUT_INVITE) = 0 is out of range: \
              allowed 1..=600 seconds"
         ),
-        format!("sip.resend_interval (SS_SIP_RESEND_INTERVAL) is given twice"),
+        "sip.resend_interval (SS_SIP_RESEND_INTERVAL) is given twice".to_string(),
         format!("{p}:9: unknown key `endpoint_expires` in [sip]; did you mean `endpoint_expire`?"),
         format!("{p}:11: unknown section [routing]"),
         format!("{p}: 5 errors"),
