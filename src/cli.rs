@@ -99,7 +99,17 @@ pub fn main_with(args: Vec<OsString>, out: &mut dyn Write, err: &mut dyn Write) 
         Ok(cli) => cli,
         Err(e) => {
             let code = e.exit_code();
-            let text = e.render().ansi().to_string();
+            let styled = e.render();
+            let terminal = if e.use_stderr() {
+                std::io::IsTerminal::is_terminal(&std::io::stderr())
+            } else {
+                std::io::IsTerminal::is_terminal(&std::io::stdout())
+            };
+            let text = if terminal {
+                styled.ansi().to_string()
+            } else {
+                styled.to_string()
+            };
             if e.use_stderr() {
                 let _ = write!(err, "{text}");
             } else {

@@ -410,7 +410,7 @@ pub fn parse_value(p: &ParamInfo, v: &toml::Value) -> Result<Val, String> {
             Ok(Val::Expire(Some(n as u32)))
         }
         Kind::Choice(words) => {
-            let expected = format!("one of {}", words.join(", "));
+            let not_one = || format!("is not valid: allowed {range} (any case)");
             match v {
                 toml::Value::String(s) => {
                     let s = s.trim();
@@ -418,9 +418,9 @@ pub fn parse_value(p: &ParamInfo, v: &toml::Value) -> Result<Val, String> {
                         .iter()
                         .find(|w| w.eq_ignore_ascii_case(s))
                         .map(|w| Val::Choice(w))
-                        .ok_or_else(|| not_valid(&expected))
+                        .ok_or_else(not_one)
                 }
-                _ => Err(not_valid(&expected)),
+                _ => Err(not_one()),
             }
         }
         Kind::SocketAddr => match v {
