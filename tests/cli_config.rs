@@ -193,3 +193,23 @@ fn run_with_bad_config_exits_2_before_starting() {
         "{err}"
     );
 }
+
+#[test]
+fn docs_list_every_key_and_vos_name() {
+    let docs = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/configuration.md"
+    ))
+    .unwrap();
+    let (_, out, _) = sipshard(&["params"]);
+    for line in out.lines().skip(1).filter(|l| l.contains('.')) {
+        let mut cells = line.split_whitespace();
+        let key = cells.next().unwrap();
+        let vos = cells.next().unwrap();
+        let short = key.split_once('.').unwrap().1;
+        assert!(docs.contains(&format!("| `{short}` |")), "docs lack {key}");
+        if vos != "-" {
+            assert!(docs.contains(&format!("`{vos}`")), "docs lack {vos}");
+        }
+    }
+}
