@@ -447,7 +447,7 @@ pub fn parse_value(p: &ParamInfo, v: &toml::Value) -> Result<Val, String> {
 /// reported as out of range rather than as not a number).
 fn parse_whole(s: &str) -> Option<i128> {
     let t = s.trim();
-    let digits = t.strip_prefix(['-', '+']).unwrap_or(t);
+    let digits = t.strip_prefix(|c| c == '-' || c == '+').unwrap_or(t);
     if digits.is_empty() || digits.len() > 30 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
