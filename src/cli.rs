@@ -149,7 +149,7 @@ fn run(args: &RunArgs, err: &mut dyn Write) -> i32 {
             return EXIT_CONFIG;
         }
     };
-    init_logging(&config.log_level);
+    init_logging(&config.log_level, err);
     tracing::info!(
         listen = %config.server.listen,
         shards = config.server.shards,
@@ -167,12 +167,19 @@ fn run(args: &RunArgs, err: &mut dyn Write) -> i32 {
 }
 
 /// Logging to stderr at `level` (validated by the config); a non-empty `RUST_LOG` wins.
-fn init_logging(level: &str) {
+fn init_logging(level: &str, err: &mut dyn Write) {
     use tracing_subscriber::EnvFilter;
     let filter = match std::env::var("RUST_LOG") {
-        Ok(v) if !v.trim().is_empty() => {
-            EnvFilter::try_new(&v).unwrap_or_else(|_| EnvFilter::new(level))
-        }
+        Ok(v) if !v.trim().is_empty() => match EnvFilter::try_new(&v) {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = writeln!(
+                    err,
+                    "sipshard: ignoring RUST_LOG={v:?} ({e}); using {level:?}"
+                );
+                EnvFilter::new(level)
+            }
+        },
         _ => EnvFilter::new(level),
     };
     // try_init: a second call (tests) keeps the first subscriber instead of panicking.
