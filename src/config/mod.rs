@@ -1,12 +1,25 @@
-//! Configuration: the TOML file, defaults, ranges and VOS3000 parameter names as aliases.
+//! Configuration: the TOML file, defaults and ranges, VOS3000 parameter names as aliases.
 //!
-//! Owns: parsing and validating the config, the embedded default, the parameter table.
-//! Must not: import any other sipshard module, open sockets, or start threads.
+//! Owns: parsing and validating the config file (`[server]`, `[sip]`, `[log]`), the embedded
+//! default file, the parameter table ([`PARAMS`]) and the error messages for bad values.
+//! Must not: import any other sipshard module, open sockets, start threads or read the clock.
 //!
-//! SKELETON: the field names and `TransactionTimers` are the contract used by the rest of the
-//! crate; the config helper fills in parsing, validation, aliases and the parameter table.
+//! The field names of [`Config`], [`ServerConfig`], [`SipParams`] and [`TransactionTimers`] are
+//! the contract used by the rest of the crate. Build a `Config` with [`Config::from_toml_str`],
+//! [`Config::load`] or [`Config::embedded_default`]; every value in it has been range-checked.
 
+mod params;
+#[cfg(test)]
+mod tests;
+
+pub use params::{
+    fmt_ms, lookup, lookup_dotted, seconds_to_ms, DecimalError, Kind, ParamInfo, Section,
+    INTERVALS_MAX, INTERVAL_MAX_MS, INTERVAL_MIN_MS, PARAMS, UA_EXPIRE_MAX_S, UA_EXPIRE_MIN_S,
+};
+
+use std::fmt;
 use std::net::SocketAddr;
+use std::path::Path;
 
 /// Timers of the transaction layer, in milliseconds, derived from the `SS_SIP_*` parameters.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,7 +60,7 @@ pub enum IoBackendKind {
 }
 
 /// Runtime settings (not VOS3000 parameters).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServerConfig {
     /// UDP address all shards bind (SO_REUSEPORT). Default 127.0.0.1:5060.
     pub listen: SocketAddr,
@@ -70,7 +83,7 @@ pub struct ServerConfig {
 }
 
 /// The VOS3000 signaling parameters (spec section 1).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SipParams {
     pub timers: TransactionTimers,
     /// SS_SIP_USER_AGENT_EXPIRE: None = Auto Negotiation, else 20..=7200 s.
@@ -93,10 +106,523 @@ pub enum Privacy {
     None,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
     pub server: ServerConfig,
     pub sip: SipParams,
     /// Log filter, e.g. "info" or "sipshard=debug".
     pub log_level: String,
+}
+
+impl TransactionTimers {
+    /// Re-sends actually made when nothing answers: `min(send_retry, intervals - 1)`.
+    ///
+    /// The first send is not counted. Each re-send happens when an interval runs out, and the
+    /// attempt fails when the interval after the last re-send runs out, so a `send_retry` at or
+    /// above `intervals - 1` means "the whole schedule" and larger values change nothing.
+    pub fn effective_resends(&self) -> usize {
+        (self.send_retry as usize).min(self.resend_intervals_ms.len().saturating_sub(1))
+    }
+
+    /// Time from the first send to giving up, with no response at all (ignoring
+    /// `timeout_invite`): the sum of the first `effective_resends() + 1` intervals.
+    /// Default: 31 500 ms.
+    pub fn give_up_after_ms(&self) -> u64 {
+        self.resend_intervals_ms
+            .iter()
+            .take(self.effective_resends() + 1)
+            .sum()
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 5060)),
+            shards: 0,
+            pin_shards: true,
+            recv_buffer_bytes: 8 * 1024 * 1024,
+            send_buffer_bytes: 4 * 1024 * 1024,
+            io_batch: 64,
+            io_backend: IoBackendKind::Auto,
+            mailbox_capacity: 16_384,
+            shutdown_timeout_ms: 5_000,
+            max_datagram_bytes: 65_535,
+        }
+    }
+}
+
+impl Default for SipParams {
+    fn default() -> Self {
+        Self {
+            timers: TransactionTimers::default(),
+            user_agent_expire_s: None,
+            user_agent_retry_delay_s: 60,
+            user_agent_send_unregister: true,
+            user_agent_privacy: Privacy::Ignore,
+            endpoint_expire_s: 3600,
+            endpoint_nat_expire_s: 300,
+            endpoint_register_retry: 6,
+            endpoint_register_suspend_s: 180,
+            endpoint_register_replace: true,
+            registrar_max_bindings: 10,
+        }
+    }
+}
+
+impl Default for Config {
+    /// The built-in defaults; equal to [`Config::embedded_default`] (a test checks it).
+    fn default() -> Self {
+        Self {
+            server: ServerConfig::default(),
+            sip: SipParams::default(),
+            log_level: "info".to_string(),
+        }
+    }
+}
+
+/// The embedded default config file: every key at its default, commented.
+pub const DEFAULT_TOML: &str = include_str!("default.toml");
+
+/// One problem found in a config file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// `section.key` of the parameter concerned, the section name, or empty (syntax, I/O).
+    pub key: String,
+    /// 1-based line in the file where the key (or section) is written, when it could be found.
+    pub line: Option<usize>,
+    /// The full message, e.g. `sip.timeout_invite (SS_SIP_TIMEOUT_INVITE) = 0 is out of range:
+    /// allowed 1..=600 seconds`.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "line {line}: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+/// Every problem found in a config file (never empty when returned as an error).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl ConfigErrors {
+    pub fn iter(&self) -> impl Iterator<Item = &ConfigError> {
+        self.0.iter()
+    }
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Display for ConfigErrors {
+    /// One error per line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// A value set outside the file (command line), validated like the file's values.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Override {
+    /// `section.key` or a VOS3000 name, e.g. `server.listen`.
+    pub key: String,
+    /// The value as text, parsed as a TOML string value would be (`"8"`, `"On"`, `"0.5,1,2"`).
+    pub value: String,
+    /// Where it came from, for messages, e.g. `--listen`.
+    pub origin: String,
+}
+
+impl Config {
+    /// The embedded default file, parsed. Listens on 127.0.0.1:5060.
+    pub fn embedded_default() -> Config {
+        Config::from_toml_str(DEFAULT_TOML).expect("the embedded default config is valid")
+    }
+
+    /// Parse and validate a whole config file. Missing keys and sections take their defaults.
+    pub fn from_toml_str(text: &str) -> Result<Config, ConfigErrors> {
+        Config::from_toml_str_with_overrides(text, &[])
+    }
+
+    /// As [`Config::from_toml_str`], then `overrides` replace the file's values (checked alike).
+    pub fn from_toml_str_with_overrides(
+        text: &str,
+        overrides: &[Override],
+    ) -> Result<Config, ConfigErrors> {
+        build(text, overrides)
+    }
+
+    /// Read and parse the file at `path`.
+    pub fn load(path: impl AsRef<Path>) -> Result<Config, ConfigErrors> {
+        Config::load_with_overrides(Some(path.as_ref()), &[])
+    }
+
+    /// Read `path` (or the embedded default when `None`) and apply `overrides`.
+    pub fn load_with_overrides(
+        path: Option<&Path>,
+        overrides: &[Override],
+    ) -> Result<Config, ConfigErrors> {
+        match path {
+            None => Config::from_toml_str_with_overrides(DEFAULT_TOML, overrides),
+            Some(path) => match std::fs::read_to_string(path) {
+                Ok(text) => Config::from_toml_str_with_overrides(&text, overrides),
+                Err(e) => Err(ConfigErrors(vec![ConfigError {
+                    key: String::new(),
+                    line: None,
+                    message: format!("cannot read {}: {e}", path.display()),
+                }])),
+            },
+        }
+    }
+
+    /// The transaction-layer timers (ms), from the `[sip]` values.
+    pub fn transaction_timers(&self) -> &TransactionTimers {
+        &self.sip.timers
+    }
+
+    /// The value in force of parameter `p`, written as the file would accept it.
+    pub fn value_text(&self, p: &ParamInfo) -> String {
+        let s = &self.server;
+        let q = &self.sip;
+        let t = &q.timers;
+        let on_off = |b: bool| if b { "On" } else { "Off" }.to_string();
+        match (p.section, p.key) {
+            (Section::Server, "listen") => s.listen.to_string(),
+            (Section::Server, "shards") => s.shards.to_string(),
+            (Section::Server, "pin_shards") => s.pin_shards.to_string(),
+            (Section::Server, "recv_buffer_bytes") => s.recv_buffer_bytes.to_string(),
+            (Section::Server, "send_buffer_bytes") => s.send_buffer_bytes.to_string(),
+            (Section::Server, "io_batch") => s.io_batch.to_string(),
+            (Section::Server, "io_backend") => match s.io_backend {
+                IoBackendKind::Auto => "auto",
+                IoBackendKind::Mmsg => "mmsg",
+                IoBackendKind::Portable => "portable",
+            }
+            .to_string(),
+            (Section::Server, "mailbox_capacity") => s.mailbox_capacity.to_string(),
+            (Section::Server, "shutdown_timeout_ms") => s.shutdown_timeout_ms.to_string(),
+            (Section::Server, "max_datagram_bytes") => s.max_datagram_bytes.to_string(),
+            (Section::Sip, "resend_interval") => t
+                .resend_intervals_ms
+                .iter()
+                .map(|&ms| fmt_ms(ms))
+                .collect::<Vec<_>>()
+                .join(","),
+            (Section::Sip, "send_retry") => t.send_retry.to_string(),
+            (Section::Sip, "timeout_invite") => (t.timeout_invite_ms / 1000).to_string(),
+            (Section::Sip, "timeout_trying") => (t.timeout_trying_ms / 1000).to_string(),
+            (Section::Sip, "timeout_ringing") => (t.timeout_ringing_ms / 1000).to_string(),
+            (Section::Sip, "user_agent_expire") => match q.user_agent_expire_s {
+                None => "auto".to_string(),
+                Some(n) => n.to_string(),
+            },
+            (Section::Sip, "user_agent_retry_delay") => q.user_agent_retry_delay_s.to_string(),
+            (Section::Sip, "user_agent_send_unregister") => on_off(q.user_agent_send_unregister),
+            (Section::Sip, "user_agent_privacy") => match q.user_agent_privacy {
+                Privacy::Ignore => "ignore",
+                Privacy::Id => "id",
+                Privacy::None => "none",
+            }
+            .to_string(),
+            (Section::Sip, "endpoint_expire") => q.endpoint_expire_s.to_string(),
+            (Section::Sip, "endpoint_nat_expire") => q.endpoint_nat_expire_s.to_string(),
+            (Section::Sip, "endpoint_register_retry") => q.endpoint_register_retry.to_string(),
+            (Section::Sip, "endpoint_register_suspend") => {
+                q.endpoint_register_suspend_s.to_string()
+            }
+            (Section::Sip, "endpoint_register_replace") => on_off(q.endpoint_register_replace),
+            (Section::Sip, "registrar_max_bindings") => q.registrar_max_bindings.to_string(),
+            (Section::Log, "level") => self.log_level.clone(),
+            _ => unreachable!("parameter {} has no value_text", p.dotted()),
+        }
+    }
+
+    fn apply(&mut self, p: &ParamInfo, v: params::Val) {
+        use params::Val;
+        let s = &mut self.server;
+        let q = &mut self.sip;
+        // Ranges were checked by parse_value, so the narrowing casts below cannot truncate.
+        match (p.section, p.key, v) {
+            (Section::Server, "listen", Val::Addr(a)) => s.listen = a,
+            (Section::Server, "shards", Val::Int(n)) => s.shards = n as usize,
+            (Section::Server, "pin_shards", Val::Bool(b)) => s.pin_shards = b,
+            (Section::Server, "recv_buffer_bytes", Val::Int(n)) => s.recv_buffer_bytes = n as usize,
+            (Section::Server, "send_buffer_bytes", Val::Int(n)) => s.send_buffer_bytes = n as usize,
+            (Section::Server, "io_batch", Val::Int(n)) => s.io_batch = n as usize,
+            (Section::Server, "io_backend", Val::Choice(c)) => {
+                s.io_backend = match c {
+                    "mmsg" => IoBackendKind::Mmsg,
+                    "portable" => IoBackendKind::Portable,
+                    _ => IoBackendKind::Auto,
+                }
+            }
+            (Section::Server, "mailbox_capacity", Val::Int(n)) => s.mailbox_capacity = n as usize,
+            (Section::Server, "shutdown_timeout_ms", Val::Int(n)) => s.shutdown_timeout_ms = n,
+            (Section::Server, "max_datagram_bytes", Val::Int(n)) => {
+                s.max_datagram_bytes = n as usize
+            }
+            (Section::Sip, "resend_interval", Val::Ms(v)) => q.timers.resend_intervals_ms = v,
+            (Section::Sip, "send_retry", Val::Int(n)) => q.timers.send_retry = n as u32,
+            (Section::Sip, "timeout_invite", Val::Int(n)) => q.timers.timeout_invite_ms = n * 1000,
+            (Section::Sip, "timeout_trying", Val::Int(n)) => q.timers.timeout_trying_ms = n * 1000,
+            (Section::Sip, "timeout_ringing", Val::Int(n)) => {
+                q.timers.timeout_ringing_ms = n * 1000
+            }
+            (Section::Sip, "user_agent_expire", Val::Expire(e)) => q.user_agent_expire_s = e,
+            (Section::Sip, "user_agent_retry_delay", Val::Int(n)) => {
+                q.user_agent_retry_delay_s = n as u32
+            }
+            (Section::Sip, "user_agent_send_unregister", Val::Bool(b)) => {
+                q.user_agent_send_unregister = b
+            }
+            (Section::Sip, "user_agent_privacy", Val::Choice(c)) => {
+                q.user_agent_privacy = match c {
+                    "id" => Privacy::Id,
+                    "none" => Privacy::None,
+                    _ => Privacy::Ignore,
+                }
+            }
+            (Section::Sip, "endpoint_expire", Val::Int(n)) => q.endpoint_expire_s = n as u32,
+            (Section::Sip, "endpoint_nat_expire", Val::Int(n)) => {
+                q.endpoint_nat_expire_s = n as u32
+            }
+            (Section::Sip, "endpoint_register_retry", Val::Int(n)) => {
+                q.endpoint_register_retry = n as u32
+            }
+            (Section::Sip, "endpoint_register_suspend", Val::Int(n)) => {
+                q.endpoint_register_suspend_s = n as u32
+            }
+            (Section::Sip, "endpoint_register_replace", Val::Bool(b)) => {
+                q.endpoint_register_replace = b
+            }
+            (Section::Sip, "registrar_max_bindings", Val::Int(n)) => {
+                q.registrar_max_bindings = n as u32
+            }
+            (Section::Log, "level", Val::Str(l)) => self.log_level = l,
+            (_, _, v) => unreachable!("parameter {} cannot take {v:?}", p.dotted()),
+        }
+    }
+}
+
+/// Line (1-based) where `key` is written in `[section]` (or at top level when `section` is
+/// `None`), or where `[section]` itself starts when `key` is `None`. A text scan, good enough
+/// for messages: plain `key = ...` lines and `[section]` headers.
+fn find_line(text: &str, section: Option<&str>, key: Option<&str>) -> Option<usize> {
+    let mut current: Option<String> = None;
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.starts_with('[') {
+            let name = line
+                .trim_start_matches('[')
+                .split(']')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_string();
+            if key.is_none() && section == Some(name.as_str()) {
+                return Some(i + 1);
+            }
+            current = Some(name);
+            continue;
+        }
+        if let Some(key) = key {
+            if current.as_deref() == section {
+                let lhs = line
+                    .split('=')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .trim_matches('"');
+                if line.contains('=') && lhs == key {
+                    return Some(i + 1);
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Where a key was given.
+struct Given {
+    /// The name as written (key, VOS3000 name, or the override's origin).
+    name: String,
+    value: toml::Value,
+    line: Option<usize>,
+    origin: Option<String>,
+}
+
+fn build(text: &str, overrides: &[Override]) -> Result<Config, ConfigErrors> {
+    let table: toml::Table = match text.parse() {
+        Ok(t) => t,
+        Err(e) => {
+            let msg = e.to_string();
+            let msg = msg.trim_end().replace('\n', "\n  ");
+            return Err(ConfigErrors(vec![ConfigError {
+                key: String::new(),
+                line: None,
+                message: format!("TOML syntax error: {msg}"),
+            }]));
+        }
+    };
+    let mut errors: Vec<ConfigError> = Vec::new();
+    let mut given: Vec<Option<Given>> = PARAMS.iter().map(|_| None).collect();
+
+    for (sec_name, sec_val) in &table {
+        let Some(section) = Section::from_name(sec_name) else {
+            errors.push(unknown_outside_sections(text, sec_name, sec_val));
+            continue;
+        };
+        let toml::Value::Table(entries) = sec_val else {
+            errors.push(ConfigError {
+                key: sec_name.clone(),
+                line: find_line(text, None, Some(sec_name)),
+                message: format!("`{sec_name}` must be a section [{sec_name}], not a value"),
+            });
+            continue;
+        };
+        for (name, value) in entries {
+            let line = find_line(text, Some(sec_name), Some(name));
+            let Some(idx) = params::lookup(section, name) else {
+                errors.push(unknown_key(section, name, line));
+                continue;
+            };
+            let p = &PARAMS[idx];
+            if let Some(first) = &given[idx] {
+                errors.push(ConfigError {
+                    key: p.dotted(),
+                    line,
+                    message: format!(
+                        "{} is given twice, as `{}` and as `{}`: keep one",
+                        p.label(),
+                        first.name,
+                        name
+                    ),
+                });
+                continue;
+            }
+            given[idx] = Some(Given {
+                name: name.clone(),
+                value: value.clone(),
+                line,
+                origin: None,
+            });
+        }
+    }
+
+    for o in overrides {
+        match params::lookup_dotted(&o.key) {
+            Some(idx) => {
+                given[idx] = Some(Given {
+                    name: o.origin.clone(),
+                    value: toml::Value::String(o.value.clone()),
+                    line: None,
+                    origin: Some(o.origin.clone()),
+                })
+            }
+            None => errors.push(ConfigError {
+                key: o.key.clone(),
+                line: None,
+                message: format!("{}: unknown parameter `{}`", o.origin, o.key),
+            }),
+        }
+    }
+
+    let mut cfg = Config::default();
+    let mut send_retry_given = false;
+    for (p, g) in PARAMS.iter().zip(&given) {
+        let Some(g) = g else { continue };
+        match params::parse_value(p, &g.value) {
+            Ok(v) => {
+                if p.section == Section::Sip && p.key == "send_retry" {
+                    send_retry_given = true;
+                }
+                cfg.apply(p, v);
+            }
+            Err(tail) => {
+                let mut message = format!("{} = {} {}", p.label(), g.value, tail);
+                if let Some(origin) = &g.origin {
+                    message = format!("{origin}: {message}");
+                }
+                errors.push(ConfigError {
+                    key: p.dotted(),
+                    line: g.line,
+                    message,
+                });
+            }
+        }
+    }
+    if !send_retry_given {
+        cfg.sip.timers.send_retry = cfg.sip.timers.resend_intervals_ms.len() as u32;
+    }
+
+    if errors.is_empty() {
+        Ok(cfg)
+    } else {
+        // Stable: file order first (by line), then the rest in table order.
+        errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
+        Err(ConfigErrors(errors))
+    }
+}
+
+fn unknown_key(section: Section, name: &str, line: Option<usize>) -> ConfigError {
+    let mut message = format!("unknown key `{name}` in [{section}]");
+    if let Some(other) = Section::ALL
+        .into_iter()
+        .find(|&s| s != section && params::lookup(s, name).is_some())
+    {
+        message.push_str(&format!("; `{name}` belongs in [{other}]"));
+    } else if let Some(s) = params::suggest(section, name) {
+        message.push_str(&format!("; did you mean `{s}`?"));
+    }
+    ConfigError {
+        key: format!("{section}.{name}"),
+        line,
+        message,
+    }
+}
+
+fn unknown_outside_sections(text: &str, name: &str, value: &toml::Value) -> ConfigError {
+    let known = "known sections: [server], [sip], [log]";
+    if let toml::Value::Table(_) = value {
+        let mut message = format!("unknown section [{name}]; {known}");
+        if let Some(s) = Section::ALL
+            .into_iter()
+            .find(|s| params::edit_distance(&name.to_ascii_lowercase(), s.name()) <= 2)
+        {
+            message = format!("unknown section [{name}]; did you mean [{s}]?");
+        }
+        return ConfigError {
+            key: name.to_string(),
+            line: find_line(text, Some(name), None),
+            message,
+        };
+    }
+    let mut message = format!("unknown key `{name}` at top level (outside any section)");
+    if let Some(s) = Section::ALL
+        .into_iter()
+        .find(|&s| params::lookup(s, name).is_some())
+    {
+        message.push_str(&format!("; `{name}` belongs in [{s}]"));
+    } else {
+        message.push_str(&format!("; {known}"));
+    }
+    ConfigError {
+        key: name.to_string(),
+        line: find_line(text, None, Some(name)),
+        message,
+    }
 }
