@@ -272,6 +272,7 @@ fn to_storage(addr: &SocketAddr, st: &mut libc::sockaddr_storage) -> libc::sockl
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::io::{RecvBatch, SendBatch};
 
     #[test]
     fn sockaddr_roundtrip() {
@@ -286,5 +287,55 @@ mod tests {
             to_storage(&a, &mut st);
             assert_eq!(from_storage(&st), Some(a), "{s}");
         }
+    }
+
+    #[test]
+    fn batch_receive_and_send_over_loopback() {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = sock.local_addr().unwrap();
+        let mut io = MmsgIo::new(sock, 16).unwrap();
+        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        peer.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let mut rx = RecvBatch::new(16, 100);
+        assert_eq!(
+            io.recv_batch(&mut rx).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
+        for k in 0..10u8 {
+            peer.send_to(&[k; 3], addr).unwrap();
+        }
+        peer.send_to(&[9u8; 150], addr).unwrap();
+        // Loopback delivers synchronously: all 11 are queued, one syscall takes them.
+        assert_eq!(io.recv_batch(&mut rx).unwrap(), 11);
+        for (k, d) in rx.iter().take(10).enumerate() {
+            assert_eq!(d.src, peer.local_addr().unwrap());
+            assert_eq!(d.data, &[k as u8; 3]);
+            assert!(!d.truncated);
+        }
+        assert!(rx.get(10).truncated);
+        assert_eq!(rx.get(10).data.len(), 100);
+
+        let mut tx = SendBatch::new();
+        for k in 0..40u8 {
+            tx.push(peer.local_addr().unwrap(), &[k]);
+        }
+        let rep = io.send_batch(&mut tx);
+        assert_eq!(
+            (rep.sent, rep.bytes, rep.errors, rep.blocked),
+            (40, 40, 0, false)
+        );
+        assert!(tx.is_empty());
+        let mut buf = [0u8; 8];
+        for k in 0..40u8 {
+            let (n, from) = peer.recv_from(&mut buf).unwrap();
+            assert_eq!((&buf[..n], from), (&[k][..], addr));
+        }
+        // A datagram the kernel refuses (too big for UDP) is dropped and counted; the rest go.
+        tx.push(peer.local_addr().unwrap(), &vec![0u8; 70_000]);
+        tx.push(peer.local_addr().unwrap(), b"ok");
+        let rep = io.send_batch(&mut tx);
+        assert_eq!((rep.sent, rep.errors), (1, 1));
+        assert_eq!(peer.recv_from(&mut buf).unwrap().0, 2);
     }
 }

@@ -154,15 +154,15 @@ impl RecvBatch {
         (0..self.len).map(move |i| self.get(i))
     }
 
-    /// Buffer of slot `i` (for backends).
-    fn slot_mut(&mut self, i: usize) -> &mut [u8] {
+    /// For backends: the buffer of slot `i` (`max_datagram + 1` bytes), to receive into.
+    pub fn slot_mut(&mut self, i: usize) -> &mut [u8] {
         let start = i * self.slot;
         &mut self.data[start..start + self.slot]
     }
 
-    /// Record slot `i` (== `len()`) as received: `len` is the datagram's length as the kernel
-    /// reported it (may exceed the slot when truncated).
-    fn push(&mut self, src: SocketAddr, len: usize, kernel_truncated: bool) {
+    /// For backends: record slot `len()` as received from `src`; `len` is the datagram's length
+    /// as the kernel reported it (more than `max_datagram` means truncated).
+    pub fn push(&mut self, src: SocketAddr, len: usize, kernel_truncated: bool) {
         let i = self.len;
         self.meta[i] = RecvMeta {
             src,
@@ -239,8 +239,8 @@ impl SendBatch {
         (e.dst, &self.data[e.start..e.start + e.len])
     }
 
-    /// Mark the `n` oldest queued datagrams as gone (sent or dropped).
-    fn advance(&mut self, n: usize) {
+    /// For backends: the `n` oldest queued datagrams are gone (sent or dropped).
+    pub fn advance(&mut self, n: usize) {
         self.head = (self.head + n).min(self.entries.len());
         if self.head == self.entries.len() {
             self.data.clear();
@@ -249,9 +249,9 @@ impl SendBatch {
         }
     }
 
-    /// Move the unsent tail to the front of the arena (only done when the socket blocked, so
-    /// the queue does not grow without bound while partially drained).
-    fn compact(&mut self) {
+    /// For backends: move the unsent tail to the front of the arena. Call it when the socket
+    /// blocked, so a partially drained queue does not keep growing.
+    pub fn compact(&mut self) {
         if self.head == 0 {
             return;
         }

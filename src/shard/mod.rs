@@ -561,3 +561,128 @@ pub fn run<C: Core, B: BatchIo>(
         clean,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::RawFd;
+
+    /// Accepts `budget` datagrams, then would block.
+    struct FakeIo {
+        budget: usize,
+        sent: Vec<Vec<u8>>,
+    }
+
+    impl BatchIo for FakeIo {
+        fn name(&self) -> &'static str {
+            "fake"
+        }
+        fn raw_fd(&self) -> RawFd {
+            -1
+        }
+        fn recv_batch(&mut self, _: &mut RecvBatch) -> io::Result<usize> {
+            Err(io::ErrorKind::WouldBlock.into())
+        }
+        fn send_batch(&mut self, batch: &mut SendBatch) -> crate::io::SendReport {
+            let mut rep = crate::io::SendReport::default();
+            let n = batch.len().min(self.budget);
+            for i in 0..n {
+                let d = batch.get(i).1.to_vec();
+                rep.bytes += d.len();
+                self.sent.push(d);
+            }
+            self.budget -= n;
+            rep.sent = n;
+            batch.advance(n);
+            if !batch.is_empty() {
+                rep.blocked = true;
+                batch.compact();
+            }
+            rep
+        }
+    }
+
+    fn driver(io: FakeIo, peers: Vec<Peer<u32>>) -> Driver<u32, FakeIo> {
+        let n = peers.len();
+        Driver {
+            id: 0,
+            io,
+            tx: SendBatch::new(),
+            blocked: false,
+            peers,
+            local: VecDeque::new(),
+            to_wake: Vec::new(),
+            wake_marked: vec![false; n],
+            stats: ShardStats::default(),
+            io_batch: 2,
+            max_pending: 5,
+        }
+    }
+
+    #[test]
+    fn send_queue_is_bounded_while_blocked_and_drains_after() {
+        let (mut setups, _ctl) = mesh::<u32>(1, 4).unwrap();
+        let peers = setups.remove(0).peers;
+        let mut d = driver(
+            FakeIo {
+                budget: 3,
+                sent: Vec::new(),
+            },
+            peers,
+        );
+        let dst: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        for k in 0..10u8 {
+            d.send_to(dst, &[k]);
+        }
+        // Full batches went out at once until the socket blocked after 3; then 5 queued, 2 dropped.
+        assert_eq!(d.io.sent, vec![vec![0], vec![1], vec![2]]);
+        assert!(d.blocked);
+        assert_eq!(d.tx.len(), 5);
+        assert_eq!(d.stats.send_queue_drops, 2);
+        assert_eq!(d.stats.datagrams_out, 3);
+        // Writable again: everything queued goes, in order.
+        d.io.budget = 100;
+        d.flush();
+        assert!(!d.blocked);
+        assert!(d.tx.is_empty());
+        let sent: Vec<u8> = d.io.sent.iter().map(|v| v[0]).collect();
+        assert_eq!(sent, vec![0, 1, 2, 3, 4, 5, 6, 7]);
+        assert_eq!(d.stats.datagrams_out, 8);
+    }
+
+    #[test]
+    fn mail_routes_local_remote_full_and_wakes_once() {
+        let (mut setups, _ctl) = mesh::<u32>(3, 2).unwrap();
+        let inbox1 = setups[1].inbox.clone();
+        let peers = setups.remove(0).peers;
+        let mut d = driver(
+            FakeIo {
+                budget: 0,
+                sent: Vec::new(),
+            },
+            peers,
+        );
+        d.mail(0, 7); // to self: local queue, no wake
+        d.mail(1, 1);
+        d.mail(1, 2);
+        d.mail(1, 3); // mailbox of 2 is full
+        d.mail(2, 4);
+        assert_eq!(d.local.iter().copied().collect::<Vec<_>>(), vec![7]);
+        assert_eq!(inbox1.try_iter().collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(d.stats.mail_out, 3);
+        assert_eq!(d.stats.mailbox_full_drops, 1);
+        assert_eq!(d.to_wake, vec![1, 2], "each mailed shard once");
+        d.wake_peers();
+        assert!(d.to_wake.is_empty());
+        assert!(d.wake_marked.iter().all(|m| !m));
+    }
+
+    #[test]
+    fn clock_never_reports_a_deadline_early() {
+        let c = Clock::new();
+        let now = c.now();
+        let wait = c.until(now + 5);
+        assert!(wait <= Duration::from_millis(5));
+        assert_eq!(c.until(0), Duration::ZERO);
+    }
+}
