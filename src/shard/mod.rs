@@ -11,7 +11,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -48,9 +48,12 @@ impl Clock {
         self.start.elapsed().as_millis() as Millis
     }
 
-    /// How long until `deadline` (zero if it has passed).
+    /// How long until `deadline` (zero if it has passed; `Duration::MAX` if it is out of range).
     pub fn until(&self, deadline: Millis) -> Duration {
-        (self.start + Duration::from_millis(deadline)).saturating_duration_since(Instant::now())
+        match self.start.checked_add(Duration::from_millis(deadline)) {
+            Some(at) => at.saturating_duration_since(Instant::now()),
+            None => Duration::MAX,
+        }
     }
 }
 
@@ -207,14 +210,14 @@ pub struct Control {
 impl Control {
     /// Ask every shard to shut down gracefully (sets the stop flag, wakes them). Returns at once.
     pub fn stop(&self) {
-        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.stop.store(true, Ordering::Release);
         for w in &self.wakers {
             let _ = w.wake();
         }
     }
 
     pub fn is_stopping(&self) -> bool {
-        self.stop.load(std::sync::atomic::Ordering::SeqCst)
+        self.stop.load(Ordering::Acquire)
     }
 
     /// Live counters of every shard, by shard id.
@@ -435,8 +438,8 @@ pub fn run<C: Core, B: BatchIo>(
                 writable |= ev.is_writable();
             }
         }
-        if shutdown.is_none() && stop.load(Relaxed) {
-            shutdown = Some((now + settings.shutdown_timeout_ms, false));
+        if shutdown.is_none() && stop.load(Ordering::Acquire) {
+            shutdown = Some((now.saturating_add(settings.shutdown_timeout_ms), false));
         }
 
         // --- Receive. ---
@@ -684,5 +687,9 @@ mod tests {
         let wait = c.until(now + 5);
         assert!(wait <= Duration::from_millis(5));
         assert_eq!(c.until(0), Duration::ZERO);
+        assert!(
+            c.until(Millis::MAX) > Duration::from_secs(1 << 40),
+            "no overflow panic"
+        );
     }
 }
