@@ -220,6 +220,19 @@ pub fn start<C: Core>(
         let _ = writeln!(out, "{line}");
         let _ = out.flush();
     }
+    for (what, asked, got) in [
+        ("SO_RCVBUF", cfg.recv_buffer_bytes, group.recv_buffer_bytes),
+        ("SO_SNDBUF", cfg.send_buffer_bytes, group.send_buffer_bytes),
+    ] {
+        // Linux reports twice the usable size; less than asked means the kernel clamped it.
+        if got < asked {
+            tracing::warn!(
+                asked,
+                got,
+                "{what} clamped by the kernel: raise net.core.rmem_max/wmem_max or run with CAP_NET_ADMIN"
+            );
+        }
+    }
     tracing::info!(
         addr = %local_addr,
         shards = n,
