@@ -62,7 +62,13 @@ fn cascades_across_level_boundaries() {
         let mut deadlines = Vec::new();
         for level in 1..6u32 {
             let boundary = (start >> (6 * level) << (6 * level)) + (1u64 << (6 * level));
-            for d in [boundary - 1, boundary, boundary + 1, boundary + 64, 2 * boundary] {
+            for d in [
+                boundary - 1,
+                boundary,
+                boundary + 1,
+                boundary + 64,
+                2 * boundary,
+            ] {
                 deadlines.push(d);
             }
         }
@@ -159,7 +165,10 @@ fn far_future_deadlines() {
     assert!(w.next_deadline().unwrap() <= now + 1);
     assert_eq!(values(drain(&mut w, now + 1)), vec![5]);
     assert!(w.next_deadline().unwrap() <= now + ten_years);
-    assert_eq!(values(drain(&mut w, now + ten_years - 1)), Vec::<usize>::new());
+    assert_eq!(
+        values(drain(&mut w, now + ten_years - 1)),
+        Vec::<usize>::new()
+    );
     assert_eq!(values(drain(&mut w, now + ten_years)), vec![4]);
     assert_eq!(values(drain(&mut w, u64::MAX - 2)), vec![3, 2]);
     assert_eq!(values(drain(&mut w, u64::MAX)), vec![1, 0]);
@@ -170,7 +179,9 @@ fn far_future_deadlines() {
 fn time_jump_keeps_deadline_order() {
     // A transaction's resend timers at 0.5 s .. 31.5 s, plus others, all overdue after a stall.
     let mut w = TimerWheel::new(0);
-    let schedule = [500, 1500, 3500, 7500, 11500, 15500, 19500, 23500, 27500, 31500];
+    let schedule = [
+        500, 1500, 3500, 7500, 11500, 15500, 19500, 23500, 27500, 31500,
+    ];
     for (i, &d) in schedule.iter().enumerate().rev() {
         w.insert(d, i);
     }
@@ -431,7 +442,10 @@ fn run(start: u64, ops: Vec<Op>) -> Result<(), TestCaseError> {
         prop_assert_eq!(w.is_empty(), m.pending.is_empty());
         if let Some(t) = w.next_deadline() {
             let true_min = m.pending.keys().next().map(|k| k.0);
-            prop_assert!(Some(t) <= true_min, "next_deadline later than the earliest timer");
+            prop_assert!(
+                Some(t) <= true_min,
+                "next_deadline later than the earliest timer"
+            );
         } else {
             prop_assert!(m.pending.is_empty());
         }
