@@ -30,7 +30,17 @@
 //!
 //! Entries live in a slab (`Vec` + free list) addressed by `u32` index; each slot is an intrusive
 //! doubly linked list (head and tail indices), so insert and cancel are O(1) and, once the slab has
-//! grown, allocate nothing.
+//! grown, allocate nothing. An entry is the value plus 24 bytes (40 bytes for a `u64` value).
+//!
+//! # Costs to know
+//! A timer is touched once per level it descends (at most 3 times for a deadline within 4.6 h), so
+//! long timers cost a few cache misses each over their life. Cascading happens all at once when the
+//! wheel reaches an upper-level slot: every timer in that slot is re-filed in that one `poll`, about
+//! 30 ns each when the slab fits in cache (100k timers: 3 ms) and up to ~170 ns when it does not
+//! (1M timers in a shuffled 40 MB slab: 168 ms in one poll on the 2-core dev box). Registration
+//! expiries an hour ahead mostly sit on level 3 (262 s slots, so 1M bindings give ~70k per
+//! cascade), but at a level-4 boundary (every 4.6 h) up to all of them can cascade in one poll.
+//! Sharding divides it; if it matters, the fix is to cascade a slot incrementally ahead of time.
 
 #[cfg(test)]
 mod tests;
