@@ -135,7 +135,9 @@ total=$((rate * duration))
 # Every call ends within recv_timeout (it fails then); allow that plus a little after the last one.
 global_timeout=$((duration + recv_timeout + 5))
 
-sipp_cmd=(sipp "$host:$port" -sf "$scenario_file" -i "$local_ip" -t u1
+remote=$host:$port
+[[ $host == *:* ]] && remote="[$host]:$port"
+sipp_cmd=(sipp "$remote" -sf "$scenario_file" -i "$local_ip" -t u1
     -r "$rate" -m "$total" -timeout "${global_timeout}s" -recv_timeout "$((recv_timeout * 1000))"
     -buff_size 4194304 -nostdin
     -trace_stat -stf "$out/stat.csv" -fd 1
@@ -184,7 +186,9 @@ failed=$(get 'FailedCall(C)')
 created=$(get 'OutgoingCall(C)')
 achieved=$(get 'CallRate(C)')
 retrans=$(get 'Retransmissions(C)')
-out_of_call=$(($(get 'OutOfCallMsgs(C)') + $(get 'DeadCallMsgs(C)')))
+ooc=$(get 'OutOfCallMsgs(C)')
+dead=$(get 'DeadCallMsgs(C)')
+out_of_call=$((${ooc:-0} + ${dead:-0}))
 rtt=$(get 'ResponseTime1(C)')
 
 # Per-message counts: <n>_<msg>_Sent/_Retrans (send rows: messages the server received) and
@@ -196,7 +200,10 @@ read -r msgs_in msgs_out unexpected < <(csv_last "$counts" | awk -F= '
     $1 ~ /_Unexp$/ { unexp += $2 }
     END { print to_server + 0, from_server + unexp, unexp + 0 }')
 msgs_out=$((msgs_out + out_of_call))
-msgs=$((msgs_in + msgs_out))
+# Requests the kernel dropped on the server's sockets never reached it: not handled.
+sdrops=$((drops1 - drops0))
+msgs=$((msgs_in - sdrops + msgs_out))
+[ "$msgs" -ge 0 ] || msgs=0
 
 tck=$(getconf CLK_TCK)
 read -r wall cpu_us per_msg per_call <<<"$(awk -v t0="$t0" -v t1="$t1" -v c0="$cpu0" -v c1="$cpu1" \
@@ -215,14 +222,14 @@ cat >&2 <<EOF
 --- load.sh result ($out)
 calls: $created created of $total, $success successful, $failed failed, $((total - success - failed)) not completed
 rate: target $rate/s, achieved $achieved/s (sipp), wall ${wall}s
-messages: $msgs_in to server, $msgs_out from server; retransmissions $retrans; unexpected $unexpected; out-of-call/dead $out_of_call
+messages: $msgs_in to server, $msgs_out from server, $msgs handled by it; retransmissions $retrans; unexpected $unexpected; out-of-call/dead $out_of_call
 server cpu: ${cpu_us} us total, ${per_msg} us/message, ${per_call} us/call (clock tick $((1000000 / tck)) us)
-udp drops: RcvbufErrors +$((rcvbuf1 - rcvbuf0)) (whole host), InErrors +$((inerr1 - inerr0)), server socket drops +$((drops1 - drops0))
+udp drops: RcvbufErrors +$((rcvbuf1 - rcvbuf0)) (whole host), InErrors +$((inerr1 - inerr0)), server socket drops +$sdrops
 response time: avg ${rtt_ms} ms; sipp exit code $sipp_rc
 EOF
-echo "scenario=$scenario target=$host:$port rate=$rate duration=$duration calls=$total created=$created" \
+echo "scenario=$scenario target=$remote rate=$rate duration=$duration calls=$total created=$created" \
     "success=$success failed=$failed incomplete=$((total - success - failed)) achieved_cps=$achieved" \
-    "retrans=$retrans unexpected=$unexpected out_of_call=$out_of_call msgs_in=$msgs_in msgs_out=$msgs_out" \
+    "retrans=$retrans unexpected=$unexpected out_of_call=$out_of_call msgs_in=$msgs_in msgs_out=$msgs_out msgs=$msgs" \
     "server_pid=${pid:-NA} cpu_us=$cpu_us cpu_us_per_msg=$per_msg cpu_us_per_call=$per_call" \
-    "rcvbuf_errors=$((rcvbuf1 - rcvbuf0)) udp_in_errors=$((inerr1 - inerr0)) server_sock_drops=$((drops1 - drops0))" \
+    "rcvbuf_errors=$((rcvbuf1 - rcvbuf0)) udp_in_errors=$((inerr1 - inerr0)) server_sock_drops=$sdrops" \
     "rtt_avg_ms=$rtt_ms wall_s=$wall sipp_rc=$sipp_rc out=$out"
