@@ -316,15 +316,15 @@ const KEEP_CAPACITY: usize = 8 * 1024;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
-    ClientInvite,
-    ClientNonInvite,
-    ServerInvite,
-    ServerNonInvite,
+    InviteClient,
+    NonInviteClient,
+    InviteServer,
+    NonInviteServer,
 }
 
 impl Kind {
     fn is_client(self) -> bool {
-        matches!(self, Kind::ClientInvite | Kind::ClientNonInvite)
+        matches!(self, Kind::InviteClient | Kind::NonInviteClient)
     }
 }
 
@@ -602,6 +602,27 @@ impl TransactionLayer {
         None
     }
 
+    /// RFC 2543 ACK: the To tag is not compared, so several INVITEs (differing only in To tag)
+    /// may match; prefer one that sent a final.
+    fn find_legacy_ack(&self, hash: u64, key: &[u8]) -> Option<u32> {
+        let mut first = None;
+        let mut i = *self.heads.get(&hash)?;
+        while i != NIL {
+            let t = &self.slots[i as usize].tx;
+            if t.hash == hash && &t.key[..t.key_len] == key {
+                if matches!(
+                    t.state,
+                    TxState::Completed | TxState::Confirmed | TxState::Accepted
+                ) {
+                    return Some(i);
+                }
+                first = first.or(Some(i));
+            }
+            i = t.hash_next;
+        }
+        first
+    }
+
     /// Take a slot for a transaction whose key is in `key_scratch` (+ `extra` unhashed bytes).
     #[allow(clippy::too_many_arguments)]
     fn insert(
@@ -834,9 +855,9 @@ impl TransactionLayer {
         t.retx = None;
         let resending = matches!(
             (t.kind, t.state),
-            (Kind::ClientInvite, TxState::Calling)
-                | (Kind::ClientNonInvite, TxState::Trying)
-                | (Kind::ServerInvite, TxState::Completed)
+            (Kind::InviteClient, TxState::Calling)
+                | (Kind::NonInviteClient, TxState::Trying)
+                | (Kind::InviteServer, TxState::Completed)
         );
         if !resending {
             return;
@@ -869,7 +890,7 @@ impl TransactionLayer {
             TimeoutCause::AckTimeout => c.timeout_ack += 1,
         }
         sink.event(TxEvent::Timeout { id, token, cause });
-        if kind == Kind::ClientInvite && cause != TimeoutCause::NoFinalAfterCancel {
+        if kind == Kind::InviteClient && cause != TimeoutCause::NoFinalAfterCancel {
             self.stop_retx(index);
             let t = &mut self.slots[index as usize].tx;
             t.state = TxState::TimedOut;
@@ -920,9 +941,9 @@ impl TransactionLayer {
             return Err(StartError::Duplicate);
         }
         let (kind, state) = if invite {
-            (Kind::ClientInvite, TxState::Calling)
+            (Kind::InviteClient, TxState::Calling)
         } else {
-            (Kind::ClientNonInvite, TxState::Trying)
+            (Kind::NonInviteClient, TxState::Trying)
         };
         let index = self.insert(kind, state, hash, &[], dst, token);
         let t = &mut self.slots[index as usize].tx;
@@ -950,7 +971,7 @@ impl TransactionLayer {
     ) -> Result<TxId, StartError> {
         let mut key = std::mem::take(&mut self.key_scratch);
         let checked = match self.tx(invite) {
-            Some(t) if t.kind == Kind::ClientInvite => {
+            Some(t) if t.kind == Kind::InviteClient => {
                 let cancellable = t.has_provisional
                     && matches!(t.state, TxState::Proceeding | TxState::TimedOut)
                     && !t.cancelled;
@@ -1011,7 +1032,7 @@ impl TransactionLayer {
         }
         let provisional = status < 200;
         match (t.kind, t.state) {
-            (Kind::ClientNonInvite, TxState::Trying | TxState::Proceeding) => {
+            (Kind::NonInviteClient, TxState::Trying | TxState::Proceeding) => {
                 if provisional {
                     t.state = TxState::Proceeding;
                     self.stop_retx(index);
@@ -1022,13 +1043,13 @@ impl TransactionLayer {
                 }
                 pass
             }
-            (Kind::ClientNonInvite, _) => {
+            (Kind::NonInviteClient, _) => {
                 if !provisional {
                     self.counters.retransmissions_absorbed += 1;
                 }
                 absorbed
             }
-            (Kind::ClientInvite, TxState::Calling | TxState::Proceeding | TxState::TimedOut) => {
+            (Kind::InviteClient, TxState::Calling | TxState::Proceeding | TxState::TimedOut) => {
                 if provisional {
                     if t.state == TxState::TimedOut {
                         return absorbed;
@@ -1068,7 +1089,7 @@ impl TransactionLayer {
                 self.set_life(index, now + T1X64_MS, Life::Cleanup);
                 pass
             }
-            (Kind::ClientInvite, TxState::Completed) => {
+            (Kind::InviteClient, TxState::Completed) => {
                 if (200..300).contains(&status) {
                     return pass;
                 }
@@ -1081,7 +1102,7 @@ impl TransactionLayer {
                 }
                 absorbed
             }
-            (Kind::ClientInvite, _) => {
+            (Kind::InviteClient, _) => {
                 // Accepted: every 2xx goes up so the owner can (re-)ACK it.
                 if (200..300).contains(&status) {
                     pass
@@ -1089,7 +1110,7 @@ impl TransactionLayer {
                     absorbed
                 }
             }
-            (Kind::ServerInvite | Kind::ServerNonInvite, _) => ResponseOutcome::NoMatch,
+            (Kind::InviteServer | Kind::NonInviteServer, _) => ResponseOutcome::NoMatch,
         }
     }
 
@@ -1106,9 +1127,13 @@ impl TransactionLayer {
         let mut key = std::mem::take(&mut self.key_scratch);
         let to_tag = server_key(&mut key, req.method, &req.key);
         let hash = self.hash_key(&key);
-        let found = self.find(hash, &key, to_tag);
-        self.key_scratch = key;
         let is_ack = req.method == b"ACK";
+        let found = if is_ack && matches!(req.key, ServerKey::Rfc2543(_)) {
+            self.find_legacy_ack(hash, &key)
+        } else {
+            self.find(hash, &key, to_tag)
+        };
+        self.key_scratch = key;
 
         if let Some(index) = found {
             let id = self.id_of(index);
@@ -1145,9 +1170,9 @@ impl TransactionLayer {
             return RequestOutcome::AckToTu { tx: None };
         }
         let (kind, state) = if req.method == b"INVITE" {
-            (Kind::ServerInvite, TxState::Proceeding)
+            (Kind::InviteServer, TxState::Proceeding)
         } else {
-            (Kind::ServerNonInvite, TxState::Trying)
+            (Kind::NonInviteServer, TxState::Trying)
         };
         let index = self.insert(kind, state, hash, to_tag.unwrap_or(&[]), req.reply_to, 0);
         let id = self.id_of(index);
@@ -1180,14 +1205,14 @@ impl TransactionLayer {
         };
         let index = id.index;
         match (t.kind, t.state) {
-            (Kind::ServerInvite, TxState::Proceeding)
-            | (Kind::ServerNonInvite, TxState::Trying | TxState::Proceeding) => {}
-            (Kind::ServerInvite, TxState::Accepted) if (200..300).contains(&status) => {
+            (Kind::InviteServer, TxState::Proceeding)
+            | (Kind::NonInviteServer, TxState::Trying | TxState::Proceeding) => {}
+            (Kind::InviteServer, TxState::Accepted) if (200..300).contains(&status) => {
                 // RFC 6026: the owner's 2xx retransmissions pass straight through.
                 sink.send(t.peer, bytes);
                 return Ok(());
             }
-            (Kind::ServerInvite | Kind::ServerNonInvite, _) => {
+            (Kind::InviteServer | Kind::NonInviteServer, _) => {
                 return Err(RespondError::FinalAlreadySent)
             }
             _ => return Err(RespondError::NoSuchTransaction),
@@ -1200,12 +1225,12 @@ impl TransactionLayer {
             return Ok(());
         }
         match t.kind {
-            Kind::ServerInvite if status < 300 => {
+            Kind::InviteServer if status < 300 => {
                 t.state = TxState::Accepted;
                 t.buf.clear();
                 self.set_life(index, now + T1X64_MS, Life::Cleanup);
             }
-            Kind::ServerInvite => {
+            Kind::InviteServer => {
                 t.state = TxState::Completed;
                 self.start_schedule(index, now, TimeoutCause::AckTimeout, None);
             }
@@ -1272,7 +1297,7 @@ mod tests {
         let mut ids = Vec::new();
         for i in 0..5u8 {
             client_key(&mut l.key_scratch, b"OPTIONS", &[i]);
-            let idx = l.insert(Kind::ClientNonInvite, TxState::Trying, 7, &[], dst, 0);
+            let idx = l.insert(Kind::NonInviteClient, TxState::Trying, 7, &[], dst, 0);
             ids.push(l.id_of(idx));
         }
         for (i, id) in ids.iter().enumerate() {
