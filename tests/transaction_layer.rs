@@ -1044,3 +1044,37 @@ fn hundred_thousand_transactions_no_leak() {
     }
     assert!(sink.1 > 0 && sink.0 > 0);
 }
+
+#[test]
+fn long_keys_match_and_slots_switch_between_long_and_short() {
+    let mut s = Sim::default();
+    let long_host = format!("{}.example.net:5060", "a".repeat(200));
+    let RequestOutcome::New(id) = s.request("OPTIONS", "z9hG4bK-long", &long_host) else {
+        panic!()
+    };
+    assert_eq!(
+        s.request("OPTIONS", "z9hG4bK-long", &long_host),
+        RequestOutcome::Retransmission { id, resent: false }
+    );
+    let shorter = format!("{}.example.net:5060", "a".repeat(199));
+    assert!(matches!(
+        s.request("OPTIONS", "z9hG4bK-long", &shorter),
+        RequestOutcome::New(_)
+    ));
+    assert!(s.layer.terminate(id));
+    // The freed slot now holds a short key; the long one is gone.
+    let RequestOutcome::New(id2) = s.request("OPTIONS", "z9hG4bK-s", "h") else {
+        panic!()
+    };
+    assert_eq!(
+        s.request("OPTIONS", "z9hG4bK-s", "h"),
+        RequestOutcome::Retransmission {
+            id: id2,
+            resent: false
+        }
+    );
+    assert!(matches!(
+        s.request("OPTIONS", "z9hG4bK-long", &long_host),
+        RequestOutcome::New(_)
+    ));
+}

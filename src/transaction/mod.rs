@@ -354,9 +354,8 @@ struct Tx {
     state: TxState,
     hash: u64,
     hash_next: u32,
-    /// Matching key; bytes `[..key_len]` are hashed, the rest is an RFC 2543 To tag.
-    key: Vec<u8>,
-    key_len: usize,
+    /// Matching key; the hashed part, then an RFC 2543 To tag.
+    key: KeyStore,
     /// The datagram to (re-)send: request, ACK, or last response.
     buf: Vec<u8>,
     peer: SocketAddr,
@@ -373,6 +372,69 @@ struct Tx {
     cancelled: bool,
     failed: bool,
     has_provisional: bool,
+}
+
+/// Bytes of keys up to this size live inside the slot, so matching does not chase a pointer.
+const INLINE_KEY: usize = 96;
+
+/// A transaction's key: the hashed part then unhashed extra bytes, inline when small.
+struct KeyStore {
+    hashed_len: u32,
+    len: u32,
+    inline: [u8; INLINE_KEY],
+    heap: Vec<u8>,
+}
+
+impl Default for KeyStore {
+    fn default() -> Self {
+        Self {
+            hashed_len: 0,
+            len: 0,
+            inline: [0; INLINE_KEY],
+            heap: Vec::new(),
+        }
+    }
+}
+
+impl KeyStore {
+    fn set(&mut self, hashed: &[u8], extra: &[u8]) {
+        let len = hashed.len() + extra.len();
+        self.hashed_len = hashed.len() as u32;
+        self.len = len as u32;
+        if len <= INLINE_KEY {
+            self.inline[..hashed.len()].copy_from_slice(hashed);
+            self.inline[hashed.len()..len].copy_from_slice(extra);
+        } else {
+            self.heap.clear();
+            self.heap.extend_from_slice(hashed);
+            self.heap.extend_from_slice(extra);
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        let len = self.len as usize;
+        if len <= INLINE_KEY {
+            &self.inline[..len]
+        } else {
+            &self.heap
+        }
+    }
+
+    fn hashed(&self) -> &[u8] {
+        &self.bytes()[..self.hashed_len as usize]
+    }
+
+    fn extra(&self) -> &[u8] {
+        &self.bytes()[self.hashed_len as usize..]
+    }
+
+    fn clear(&mut self) {
+        self.len = 0;
+        self.hashed_len = 0;
+        if self.heap.capacity() > KEEP_CAPACITY {
+            self.heap = Vec::new();
+        }
+    }
 }
 
 struct Slot {
@@ -592,8 +654,8 @@ impl TransactionLayer {
         while i != NIL {
             let t = &self.slots[i as usize].tx;
             if t.hash == hash
-                && &t.key[..t.key_len] == key
-                && to_tag.map_or(true, |tag| &t.key[t.key_len..] == tag)
+                && t.key.hashed() == key
+                && to_tag.map_or(true, |tag| t.key.extra() == tag)
             {
                 return Some(i);
             }
@@ -609,7 +671,7 @@ impl TransactionLayer {
         let mut i = *self.heads.get(&hash)?;
         while i != NIL {
             let t = &self.slots[i as usize].tx;
-            if t.hash == hash && &t.key[..t.key_len] == key {
+            if t.hash == hash && t.key.hashed() == key {
                 if matches!(
                     t.state,
                     TxState::Completed | TxState::Confirmed | TxState::Accepted
@@ -650,8 +712,7 @@ impl TransactionLayer {
                     state,
                     hash: 0,
                     hash_next: NIL,
-                    key: Vec::new(),
-                    key_len: 0,
+                    key: KeyStore::default(),
                     buf: Vec::new(),
                     peer,
                     token,
@@ -679,10 +740,7 @@ impl TransactionLayer {
         t.state = state;
         t.hash = hash;
         t.hash_next = head;
-        t.key.clear();
-        t.key.extend_from_slice(&self.key_scratch);
-        t.key_len = self.key_scratch.len();
-        t.key.extend_from_slice(extra);
+        t.key.set(&self.key_scratch, extra);
         t.buf.clear();
         t.peer = peer;
         t.token = token;
@@ -738,11 +796,10 @@ impl TransactionLayer {
         slot.generation = slot.generation.wrapping_add(1);
         slot.next_free = self.free_head;
         slot.tx.hash_next = NIL;
-        for v in [&mut slot.tx.key, &mut slot.tx.buf] {
-            v.clear();
-            if v.capacity() > KEEP_CAPACITY {
-                *v = Vec::new();
-            }
+        slot.tx.key.clear();
+        slot.tx.buf.clear();
+        if slot.tx.buf.capacity() > KEEP_CAPACITY {
+            slot.tx.buf = Vec::new();
         }
         self.free_head = index;
         if kind.is_client() {
@@ -976,7 +1033,7 @@ impl TransactionLayer {
                     && matches!(t.state, TxState::Proceeding | TxState::TimedOut)
                     && !t.cancelled;
                 if cancellable {
-                    client_key(&mut key, b"CANCEL", branch_of_client_key(&t.key));
+                    client_key(&mut key, b"CANCEL", branch_of_client_key(t.key.hashed()));
                     Ok(t.peer)
                 } else {
                     Err(StartError::NotCancellable)
