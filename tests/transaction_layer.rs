@@ -1078,3 +1078,48 @@ fn long_keys_match_and_slots_switch_between_long_and_short() {
         RequestOutcome::New(_)
     ));
 }
+
+#[test]
+fn cancel_replaces_trying_limit_with_64_t1_guard() {
+    let mut s = Sim::new(TransactionTimers {
+        timeout_trying_ms: 5_000,
+        ..Default::default()
+    });
+    let inv = s.client("INVITE", "z9hG4bK-ct", 1);
+    s.response("z9hG4bK-ct", "INVITE", 100);
+    s.run_until(1_000);
+    let can = s
+        .layer
+        .start_cancel(inv, b"CANCEL", 2, 1_000, &mut s.sink)
+        .unwrap();
+    s.run_until(200_000);
+    let TxEvent::Timeout { id, token, cause } = s.sink.events[0].1;
+    assert_eq!(
+        (id, token, cause),
+        (can, 2, TimeoutCause::NoResponse),
+        "CANCEL unanswered"
+    );
+    assert_eq!(s.sink.events[0].0, 32_500);
+    assert_eq!(
+        s.sink.events[1],
+        (
+            33_000,
+            TxEvent::Timeout {
+                id: inv,
+                token: 1,
+                cause: TimeoutCause::NoFinalAfterCancel
+            }
+        )
+    );
+    assert_eq!(s.sink.events.len(), 2);
+    assert!(s.layer.is_empty());
+}
+
+#[test]
+fn ack_before_any_final_is_ignored() {
+    let mut s = Sim::default();
+    let RequestOutcome::New(_) = s.request("INVITE", "z9hG4bK-a", "ua") else {
+        panic!()
+    };
+    assert_eq!(s.request("ACK", "z9hG4bK-a", "ua"), RequestOutcome::Ignored);
+}

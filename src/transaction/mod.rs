@@ -27,7 +27,8 @@
 //!   retransmitted final until Timer D (32 s).
 //! - [`TransactionLayer::start_cancel`]`(invite_id, bytes, token, now, sink)`: CANCEL as its own
 //!   non-INVITE client transaction on the INVITE's branch and destination. Allowed once the INVITE
-//!   got a provisional and no final (§9.1); the INVITE then gets at most 64·T1 more for a final.
+//!   got a provisional and no final (§9.1); the INVITE then waits 64·T1 for its final (the trying
+//!   and ringing limits no longer apply) before `NoFinalAfterCancel`.
 //! - Endings with no (adequate) response arrive as [`TxEvent::Timeout`] with a [`TimeoutCause`]
 //!   and the owner's token. An INVITE client transaction that timed out lingers 64·T1 silently so
 //!   the owner can still CANCEL it, a late non-2xx is ACKed, and a late 2xx is passed up
@@ -1016,8 +1017,9 @@ impl TransactionLayer {
     }
 
     /// Send a CANCEL for a proceeding INVITE client transaction as its own client transaction
-    /// (same branch and destination, method CANCEL). The INVITE then ends at the latest 64·T1 from
-    /// now ([`TimeoutCause::NoFinalAfterCancel`]) unless a final arrives.
+    /// (same branch and destination, method CANCEL). A proceeding INVITE then fails 64·T1 from now
+    /// ([`TimeoutCause::NoFinalAfterCancel`]) unless a final arrives; one that already timed out
+    /// keeps its linger period.
     pub fn start_cancel<S: TxSink>(
         &mut self,
         invite: TxId,
@@ -1046,7 +1048,8 @@ impl TransactionLayer {
         let id = self.start_client_keyed(false, dst, bytes, token, now, sink)?;
         let t = self.tx_mut(invite).expect("checked above");
         t.cancelled = true;
-        if t.state == TxState::Proceeding && now + T1X64_MS < t.life_due {
+        if t.state == TxState::Proceeding {
+            // The owner gave up on the call: trying/ringing limits no longer apply (§9.1).
             self.set_life(
                 invite.index,
                 now + T1X64_MS,
@@ -1180,7 +1183,6 @@ impl TransactionLayer {
         now: Millis,
         sink: &mut S,
     ) -> RequestOutcome {
-        let _ = now;
         let mut key = std::mem::take(&mut self.key_scratch);
         let to_tag = server_key(&mut key, req.method, &req.key);
         let hash = self.hash_key(&key);
