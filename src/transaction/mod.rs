@@ -67,6 +67,24 @@
 //!
 //! Server transactions wait for the owner without a time limit until it responds: the owner must
 //! eventually `respond` with a final or `terminate` them (the proxy core's client timers bound this).
+//!
+//! # Design notes
+//! - Storage: a slab (`Vec` + free list) of slots addressed by [`TxId`] (index + generation).
+//!   Freed slots keep their buffers (up to 8 KiB), so steady state allocates nothing; keys up to
+//!   96 bytes live inside the slot, so a match costs one table probe and one slot visit.
+//! - Matching: keys are length-prefixed byte strings (`C` method branch; `S` method-class branch
+//!   sent-by; `L` the RFC 2543 fields), hashed once with a per-layer random ahash (no hash
+//!   flooding). The table maps hash → first slot; slots with equal hashes form an intrusive chain,
+//!   and the full key is always compared.
+//! - Timers: at most two per transaction in the shard's [`TimerWheel`]: the re-send timer and the
+//!   lifetime timer (failure or cleanup). Each fired entry is checked against the slot's
+//!   generation and current handle, so stale entries are harmless. Re-sends are scheduled from
+//!   the previous deadline, not from the poll time, so a late poll does not shift the grid, and a
+//!   re-send that would coincide with or follow the failure deadline is never armed.
+//! - Deliberate differences from RFC 3261's UDP timers: VOS3000's schedule replaces Timers A/B/E/F
+//!   (client) and G/H (INVITE server). A failed INVITE client transaction lingers 64·T1 instead of
+//!   vanishing (CANCEL, late finals). The RFC 2543 ACK's To tag is not compared (see
+//!   [`LegacyKey`]). The layer sends no automatic 100 Trying: the owner does.
 
 mod branch;
 
