@@ -248,7 +248,7 @@ pub struct LegacyKey<'a> {
 /// How a received request is matched to a server transaction.
 #[derive(Clone, Copy, Debug)]
 pub enum ServerKey<'a> {
-    /// Branch with the magic cookie, and the sent-by (host[:port]) of the top Via.
+    /// Branch with the magic cookie, and the sent-by (`host[:port]`) of the top Via.
     Rfc3261 {
         branch: &'a [u8],
         sent_by: &'a [u8],
