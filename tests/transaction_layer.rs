@@ -1123,3 +1123,21 @@ fn ack_before_any_final_is_ignored() {
     };
     assert_eq!(s.request("ACK", "z9hG4bK-a", "ua"), RequestOutcome::Ignored);
 }
+
+#[test]
+fn coarse_polling_does_not_shift_the_schedule() {
+    let mut s = Sim::default();
+    s.client("OPTIONS", "z9hG4bK-coarse", 0);
+    let mut t = 0;
+    while t < 40_000 {
+        t += 300;
+        s.sink.now = t;
+        s.layer.on_timers(t, &mut s.sink);
+    }
+    // Each send happens at the first poll at or after its exact deadline; no drift accumulates.
+    assert_eq!(
+        s.sink.send_times(),
+        secs(&[0, 600, 1500, 3600, 7500, 11700, 15600, 19500, 23700, 27600])
+    );
+    assert_eq!(s.sink.timeouts(), vec![(31_500, TimeoutCause::NoResponse)]);
+}
