@@ -1025,7 +1025,9 @@ fn hundred_thousand_transactions_no_leak() {
         let mut now = t0;
         while let Some(d) = layer.next_deadline() {
             now = now.max(d);
-            layer.on_timers(now, &mut sink);
+            if layer.on_timers(now, &mut sink) == 0 && layer.next_deadline() == Some(d) {
+                now += 1; // a conservative deadline (allowed by the wheel's contract)
+            }
         }
         assert!(layer.is_empty(), "round {round}: {} left", layer.len());
         assert_eq!(layer.pending_timers(), 0);
