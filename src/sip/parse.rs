@@ -650,6 +650,9 @@ pub(crate) fn parse_name_addr(buf: &[u8], sp: Span) -> Result<NameAddrData, &'st
         if d.display.is_some() {
             return Err("display name without <URI>");
         }
+        if memchr::memchr(b'<', &buf[i..e]).is_some() {
+            return Err("display name is neither a token list nor a quoted string");
+        }
         let mut k = i;
         while k < e && !matches!(at(buf, k), b';' | b',') && !is_ws(at(buf, k)) {
             k += 1;

@@ -248,10 +248,11 @@ impl<'a> Uri<'a> {
             })
         })
     }
-    /// A URI parameter by name (case-insensitive): `Some(None)` for a flag such as `lr`.
+    /// A URI parameter by name (case-insensitive, %-escapes in the name decoded):
+    /// `Some(None)` for a flag such as `lr`. The value is returned still escaped.
     pub fn param(&self, name: &str) -> Option<Option<&'a [u8]>> {
         self.param_iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+            .find(|(n, _)| escaped_eq_ignore_case(n, name.as_bytes()))
             .map(|(_, v)| v)
     }
     /// Appends the unescaped user part to `out` (cleared first). `%00` stays a 0x00 byte.
@@ -281,6 +282,30 @@ pub fn unescape_into(src: &[u8], out: &mut Vec<u8>) -> Result<(), EscapeError> {
         }
     }
     Ok(())
+}
+
+/// True when `raw`, once %-unescaped, equals `plain` ignoring ASCII case. No allocation.
+pub(crate) fn escaped_eq_ignore_case(raw: &[u8], plain: &[u8]) -> bool {
+    let (mut i, mut k) = (0, 0);
+    while i < raw.len() {
+        let c = if raw[i] == b'%' {
+            match (hexval(at(raw, i + 1)), hexval(at(raw, i + 2))) {
+                (Some(h), Some(l)) => {
+                    i += 3;
+                    h << 4 | l
+                }
+                _ => return false,
+            }
+        } else {
+            i += 1;
+            raw[i - 1]
+        };
+        match plain.get(k) {
+            Some(p) if p.eq_ignore_ascii_case(&c) => k += 1,
+            _ => return false,
+        }
+    }
+    k == plain.len()
 }
 
 fn hexval(c: u8) -> Option<u8> {
