@@ -43,20 +43,59 @@ impl Span {
     }
 }
 
+pub(crate) const TOKEN: u8 = 1;
+pub(crate) const WS: u8 = 2;
+pub(crate) const HOST: u8 = 4;
+/// Never inside a URI: controls, SP, `<`, `>`, `"`, DEL.
+pub(crate) const URI_BAD: u8 = 8;
+
+const fn class_table() -> [u8; 256] {
+    let mut t = [0u8; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        let mut v = 0;
+        if b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+            )
+        {
+            v |= TOKEN;
+        }
+        if matches!(b, b' ' | b'\t' | b'\r' | b'\n') {
+            v |= WS;
+        }
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_') {
+            v |= HOST;
+        }
+        if b <= b' ' || matches!(b, b'<' | b'>' | b'"' | 0x7f) {
+            v |= URI_BAD;
+        }
+        t[c] = v;
+        c += 1;
+    }
+    t
+}
+
+/// Character classes, one lookup per byte.
+pub(crate) static CLASS: [u8; 256] = class_table();
+
+#[inline(always)]
+pub(crate) fn has(b: u8, class: u8) -> bool {
+    CLASS[b as usize] & class != 0
+}
+
 /// Linear white space inside a header value: SP, HT, and the CR/LF of a folded line.
-#[inline]
+#[inline(always)]
 pub(crate) fn is_ws(b: u8) -> bool {
-    matches!(b, b' ' | b'\t' | b'\r' | b'\n')
+    has(b, WS)
 }
 
 /// RFC 3261 `token` characters.
-#[inline]
+#[inline(always)]
 pub(crate) fn is_token(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
-        )
+    has(b, TOKEN)
 }
 
 #[inline]
@@ -154,22 +193,24 @@ pub(crate) fn scan_quoted(buf: &[u8], mut i: usize, end: usize) -> Option<usize>
 
 /// Index of the next comma at top level (not inside quotes or `<>`) in `[i, end)`, or `end`.
 pub(crate) fn next_comma(buf: &[u8], mut i: usize, end: usize) -> usize {
-    let mut angle = false;
+    let end = end.min(buf.len());
     while i < end {
-        match at(buf, i) {
+        let Some(k) = memchr::memchr3(b',', b'"', b'<', &buf[i..end]) else {
+            return end;
+        };
+        i += k;
+        match buf[i] {
+            b',' => return i,
             b'"' => match scan_quoted(buf, i, end) {
-                Some(j) => {
-                    i = j;
-                    continue;
-                }
+                Some(j) => i = j,
                 None => return end,
             },
-            b'<' => angle = true,
-            b'>' => angle = false,
-            b',' if !angle => return i,
-            _ => {}
+            // `<`: skip to the matching `>` (a URI holds no `>`).
+            _ => match memchr::memchr(b'>', &buf[i..end]) {
+                Some(k) => i += k + 1,
+                None => return end,
+            },
         }
-        i += 1;
     }
     end
 }

@@ -1,7 +1,7 @@
 //! URIs: `sip:`/`sips:` (userinfo, host incl. IPv6 references, port, parameters, headers),
 //! `tel:`, and any other scheme kept opaque. Spans point into the caller's buffer.
 
-use super::text::{at, Span};
+use super::text::{at, has, Span, HOST, URI_BAD};
 
 /// URI scheme.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -33,13 +33,14 @@ pub(crate) struct UriData {
     pub headers: Option<Span>,
 }
 
-#[inline]
+#[inline(always)]
 fn bad_uri_char(c: u8) -> bool {
-    c <= b' ' || matches!(c, b'<' | b'>' | b'"' | 0x7f)
+    has(c, URI_BAD)
 }
 
+#[inline(always)]
 fn host_char(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_')
+    has(c, HOST)
 }
 
 pub(crate) fn scheme_of(b: &[u8]) -> Scheme {
