@@ -6,15 +6,15 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use sipshard::sip::{parse_auth, write_response, HeaderKind, Parser, ResponseOptions};
 
-const INVITE: &[u8] = b"INVITE sip:+15551234567@gw1.carrier.example.net:5060;user=phone SIP/2.0\r\n\
+const INVITE: &[u8] = b"INVITE sip:+15551234567@gw1.example.net:5060;user=phone SIP/2.0\r\n\
 Via: SIP/2.0/UDP 198.51.100.23:5060;branch=z9hG4bK-524287-1---c1a2b3c4d5e6f708;rport\r\n\
 Max-Forwards: 70\r\n\
 Contact: <sip:+15557654321@198.51.100.23:5060;transport=udp>\r\n\
-To: <sip:+15551234567@gw1.carrier.example.net>\r\n\
-From: \"Caller Name\" <sip:+15557654321@pbx.customer.example.com>;tag=8f2b3c41\r\n\
+To: <sip:+15551234567@gw1.example.net>\r\n\
+From: \"Caller Name\" <sip:+15557654321@pbx.example.com>;tag=8f2b3c41\r\n\
 Call-ID: 7d9a1c0e5b3f4a2d8e6c1b0a9f8e7d6c@198.51.100.23\r\n\
 CSeq: 1 INVITE\r\n\
-Supported: replaces, timer\r\nAllow: INVITE, ACK, BYE\r\n\
+Supported: replaces, timer\r\n\
 Content-Type: application/sdp\r\n\
 Content-Length: 110\r\n\
 \r\n\
@@ -43,8 +43,8 @@ const OK200: &[u8] = b"SIP/2.0 200 OK\r\n\
 Via: SIP/2.0/UDP 203.0.113.10:5060;branch=z9hG4bK-sipshard-0-1a2b3c;received=203.0.113.10;rport=5060\r\n\
 Via: SIP/2.0/UDP 198.51.100.23:5060;branch=z9hG4bK-524287-1---c1a2b3c4d5e6f708;rport=5060\r\n\
 Record-Route: <sip:203.0.113.10;lr>\r\n\
-From: \"Caller Name\" <sip:+15557654321@pbx.customer.example.com>;tag=8f2b3c41\r\n\
-To: <sip:+15551234567@gw1.carrier.example.net>;tag=as5d7f9a1b\r\n\
+From: \"Caller Name\" <sip:+15557654321@pbx.example.com>;tag=8f2b3c41\r\n\
+To: <sip:+15551234567@gw1.example.net>;tag=as5d7f9a1b\r\n\
 Call-ID: 7d9a1c0e5b3f4a2d8e6c1b0a9f8e7d6c@198.51.100.23\r\n\
 CSeq: 1 INVITE\r\n\
 Contact: <sip:+15551234567@192.0.2.200:5060>\r\n\

@@ -3,8 +3,8 @@
 
 use super::kinds::{HeaderKind, Method};
 use super::text::{
-    all_token, at, is_token, is_ws, next_param, parse_num, scan_quoted, skip_token, skip_ws,
-    trim, CommaIter, Num, RawParam, Span,
+    at, find_byte, is_token, is_ws, next_param, parse_num, scan_quoted, skip_token, skip_ws, trim,
+    CommaIter, Num, RawParam, Span,
 };
 use super::uri::{parse_hostport, parse_uri, Scheme, Uri, UriData};
 
@@ -338,23 +338,21 @@ fn frame_body(st: &mut State, buf: &[u8], bs: usize) {
 }
 
 fn header_line(st: &mut State, buf: &[u8], s: usize, e: usize) {
-    let colon = match memchr::memchr(b':', &buf[s..e]) {
-        Some(k) => s + k,
-        None => {
-            st.defect("header line without a colon");
-            return;
-        }
-    };
-    let mut ne = colon;
-    while ne > s && matches!(buf[ne - 1], b' ' | b'\t') {
-        ne -= 1;
+    // name = token, then optional SP/HT, then the colon.
+    let ne = skip_token(buf, s, e);
+    let mut colon = ne;
+    while colon < e && matches!(buf[colon], b' ' | b'\t') {
+        colon += 1;
     }
-    let name = &buf[s..ne];
-    if !all_token(name) {
-        st.defect("bad header name");
+    if ne == s || colon >= e || buf[colon] != b':' {
+        st.defect(if find_byte(b':', &buf[s..e]).is_none() {
+            "header line without a colon"
+        } else {
+            "bad header name"
+        });
         return;
     }
-    let kind = HeaderKind::from_name(name);
+    let kind = HeaderKind::from_name(&buf[s..ne]);
     let value = trim(buf, Span::new(colon + 1, e));
     st.headers.push(HeaderData {
         kind: Some(kind),
@@ -642,7 +640,7 @@ pub(crate) fn parse_name_addr(buf: &[u8], sp: Span) -> Result<NameAddrData, &'st
     }
     let params_start;
     if at(buf, i) == b'<' && i < e {
-        let gt = memchr::memchr(b'>', &buf[i + 1..e]).ok_or("missing >")? + i + 1;
+        let gt = find_byte(b'>', &buf[i + 1..e]).ok_or("missing >")? + i + 1;
         d.angle = true;
         d.uri = parse_uri(buf, Span::new(i + 1, gt))?;
         params_start = gt + 1;
@@ -650,7 +648,7 @@ pub(crate) fn parse_name_addr(buf: &[u8], sp: Span) -> Result<NameAddrData, &'st
         if d.display.is_some() {
             return Err("display name without <URI>");
         }
-        if memchr::memchr(b'<', &buf[i..e]).is_some() {
+        if find_byte(b'<', &buf[i..e]).is_some() {
             return Err("display name is neither a token list nor a quoted string");
         }
         let mut k = i;
@@ -841,7 +839,7 @@ impl<'a> NameAddr<'a> {
     /// Contact `q=` in thousandths (`q=0.5` → 500).
     pub fn q(&self) -> Option<u16> {
         let v = self.param("q").flatten()?;
-        let (int, frac) = match memchr::memchr(b'.', v) {
+        let (int, frac) = match find_byte(b'.', v) {
             Some(k) => (&v[..k], &v[k + 1..]),
             None => (v, &[][..]),
         };
@@ -954,7 +952,9 @@ impl<'a> Message<'a> {
     }
     /// Values of every header line of `kind`, in order.
     pub fn header_values(&self, kind: HeaderKind) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.headers().filter(move |h| h.kind == kind).map(|h| h.value)
+        self.headers()
+            .filter(move |h| h.kind == kind)
+            .map(|h| h.value)
     }
     /// First value of `kind`.
     pub fn header(&self, kind: HeaderKind) -> Option<&'a [u8]> {
@@ -1016,7 +1016,10 @@ impl<'a> Message<'a> {
     /// Contact values (not `*`), in order.
     pub fn contacts(&self) -> impl ExactSizeIterator<Item = NameAddr<'a>> + 'a {
         let buf = self.buf;
-        self.st.contacts.iter().map(move |d| NameAddr { buf, d: *d })
+        self.st
+            .contacts
+            .iter()
+            .map(move |d| NameAddr { buf, d: *d })
     }
     /// True when a `Contact: *` was present.
     pub fn contact_star(&self) -> bool {

@@ -1,7 +1,7 @@
 //! URIs: `sip:`/`sips:` (userinfo, host incl. IPv6 references, port, parameters, headers),
 //! `tel:`, and any other scheme kept opaque. Spans point into the caller's buffer.
 
-use super::text::{at, has, Span, HOST, URI_BAD};
+use super::text::{at, find_byte, has, Span, HOST, URI_BAD};
 
 /// URI scheme.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -115,7 +115,7 @@ pub(crate) fn parse_uri(buf: &[u8], sp: Span) -> Result<UriData, &'static str> {
     if text.iter().any(|&c| bad_uri_char(c)) {
         return Err("bad character in URI");
     }
-    let colon = match memchr::memchr(b':', text) {
+    let colon = match find_byte(b':', text) {
         Some(c) if c > 0 => s + c,
         _ => return Err("URI without scheme"),
     };
@@ -142,7 +142,7 @@ pub(crate) fn parse_uri(buf: &[u8], sp: Span) -> Result<UriData, &'static str> {
     match u.scheme {
         Scheme::Other => Ok(u),
         Scheme::Tel => {
-            let semi = memchr::memchr(b';', &buf[rest..e]).map_or(e, |k| rest + k);
+            let semi = find_byte(b';', &buf[rest..e]).map_or(e, |k| rest + k);
             u.user = Some(Span::new(rest, semi));
             if semi < e {
                 u.params = Span::new(semi + 1, e);
@@ -151,12 +151,12 @@ pub(crate) fn parse_uri(buf: &[u8], sp: Span) -> Result<UriData, &'static str> {
         }
         Scheme::Sip | Scheme::Sips => {
             let mut h = rest;
-            if let Some(a) = memchr::memchr(b'@', &buf[rest..e]) {
+            if let Some(a) = find_byte(b'@', &buf[rest..e]) {
                 let ui_end = rest + a;
                 if a == 0 {
                     return Err("empty user part");
                 }
-                match memchr::memchr(b':', &buf[rest..ui_end]) {
+                match find_byte(b':', &buf[rest..ui_end]) {
                     Some(c) => {
                         u.user = Some(Span::new(rest, rest + c));
                         u.password = Some(Span::new(rest + c + 1, ui_end));
@@ -170,7 +170,7 @@ pub(crate) fn parse_uri(buf: &[u8], sp: Span) -> Result<UriData, &'static str> {
             u.port = port;
             if j < e && at(buf, j) == b';' {
                 let ps = j + 1;
-                j = memchr::memchr(b'?', &buf[ps..e]).map_or(e, |k| ps + k);
+                j = find_byte(b'?', &buf[ps..e]).map_or(e, |k| ps + k);
                 u.params = Span::new(ps, j);
             }
             if j < e && at(buf, j) == b'?' {
@@ -243,7 +243,7 @@ impl<'a> Uri<'a> {
             if p.is_empty() {
                 return None;
             }
-            Some(match memchr::memchr(b'=', p) {
+            Some(match find_byte(b'=', p) {
                 Some(k) => (&p[..k], Some(&p[k + 1..])),
                 None => (p, None),
             })
@@ -349,8 +349,14 @@ mod tests {
         ] {
             assert!(Uri::parse(b).is_err(), "{:?}", String::from_utf8_lossy(b));
         }
-        assert_eq!(Uri::parse(b"tel:+1-555;x=1").unwrap().user(), Some(&b"+1-555"[..]));
-        assert_eq!(Uri::parse(b"isbn:2983792873").unwrap().scheme(), Scheme::Other);
+        assert_eq!(
+            Uri::parse(b"tel:+1-555;x=1").unwrap().user(),
+            Some(&b"+1-555"[..])
+        );
+        assert_eq!(
+            Uri::parse(b"isbn:2983792873").unwrap().scheme(),
+            Scheme::Other
+        );
     }
 
     #[test]
