@@ -63,6 +63,9 @@ impl<'a> AuthValue<'a> {
     }
 }
 
+/// (name, value) of one auth parameter.
+type NameValue<'a> = (&'a [u8], &'a [u8]);
+
 struct AuthParams<'a> {
     b: &'a [u8],
     i: usize,
@@ -70,7 +73,7 @@ struct AuthParams<'a> {
 
 impl<'a> AuthParams<'a> {
     /// Next `name = value` (value quotes stripped); None at the end.
-    fn next_param(&mut self) -> Option<Result<(&'a [u8], &'a [u8]), AuthError>> {
+    fn next_param(&mut self) -> Option<Result<NameValue<'a>, AuthError>> {
         let b = self.b;
         let end = b.len();
         let mut i = skip_ws(b, self.i, end);

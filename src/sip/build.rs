@@ -116,7 +116,7 @@ pub fn write_response(
     out.extend_from_slice(b"SIP/2.0 ");
     push_u32(out, u32::from(status.clamp(100, 699)));
     out.push(b' ');
-    out.extend_from_slice(reason.as_bytes());
+    push_clean(out, reason.as_bytes());
     out.extend_from_slice(b"\r\n");
     for (k, via) in req.vias().enumerate() {
         out.extend_from_slice(b"Via: ");

@@ -235,7 +235,7 @@ fn parse_start_line(st: &mut State, buf: &[u8], s: usize, e: usize) -> Result<()
             ue = end;
         }
     }
-    if (us < ue && buf[us] == b' ') || (ue > us && buf[ue - 1] == b' ') {
+    if us < ue && (buf[us] == b' ' || buf[ue - 1] == b' ') {
         st.defect("extra SP in request line");
     }
     while us < ue && buf[us] == b' ' {
@@ -452,20 +452,14 @@ fn header_line(st: &mut State, buf: &[u8], s: usize, e: usize) {
             }
         }
         HeaderKind::Contact => parse_contacts(st, buf, value),
-        HeaderKind::Expires => {
-            if st.expires.is_none() {
-                st.expires = match parse_num(v) {
-                    Num::Ok(n) => Some(n),
-                    Num::Overflow => Some(u32::MAX),
-                    Num::Bad => None,
-                };
-            }
+        HeaderKind::Expires if st.expires.is_none() => {
+            st.expires = match parse_num(v) {
+                Num::Ok(n) => Some(n),
+                Num::Overflow => Some(u32::MAX),
+                Num::Bad => None,
+            };
         }
-        HeaderKind::ContentType => {
-            if st.content_type.is_none() {
-                st.content_type = Some(value);
-            }
-        }
+        HeaderKind::ContentType if st.content_type.is_none() => st.content_type = Some(value),
         HeaderKind::RetryAfter => {
             let d = skip_digits(v);
             if matches!(parse_num(&v[..d]), Num::Overflow | Num::Bad) {
