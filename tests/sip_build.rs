@@ -191,3 +191,31 @@ Via: SIP/2.0/UDP 192.0.2.95;branch=z9hG4bKkdj.insuf\r\nl: 0\r\n\r\n";
 CSeq: 193942 INVITE\r\nContent-Length: 0\r\n\r\n"
     );
 }
+
+#[test]
+fn single_value_headers_must_not_repeat() {
+    let base = "OPTIONS sip:x@example.com SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\
+From: <sip:a@example.com>;tag=1\r\nTo: <sip:x@example.com>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n\
+Max-Forwards: 300\r\n";
+    let mut p = Parser::new();
+    let ok = format!("{base}\r\n");
+    let m = p.parse(ok.as_bytes()).unwrap();
+    assert_eq!(m.validate(), Ok(()));
+    assert_eq!(m.max_forwards(), None, "above 255 is treated as absent");
+    for dup in [
+        "Max-Forwards: 70",
+        "Call-ID: d",
+        "i: d",
+        "f: <sip:b@example.com>",
+        "t: <sip:y@example.com>",
+        "CSeq: 2 OPTIONS",
+        "l: 0\r\nContent-Length: 0",
+    ] {
+        let text = format!("{base}{dup}\r\n\r\n");
+        let m = p.parse(text.as_bytes()).unwrap();
+        match m.validate() {
+            Err(sipshard::sip::Invalid::Reject(r)) => assert_eq!(r.status, 400, "{dup}"),
+            other => panic!("{dup}: {other:?}"),
+        }
+    }
+}

@@ -65,5 +65,4 @@ pub use kinds::{HeaderKind, Method};
 pub use parse::{
     CSeq, Header, Invalid, Message, NameAddr, ParamIter, ParseError, Parser, Rejection, Rport, Via,
 };
-pub use text::Span;
 pub use uri::{unescape_into, EscapeError, Scheme, Uri};

@@ -104,6 +104,7 @@ struct State {
     call_id: Option<Span>,
     cseq: Option<(u32, Span)>,
     max_forwards: Option<u8>,
+    max_forwards_seen: bool,
     content_length: Option<u32>,
     expires: Option<u32>,
     content_type: Option<Span>,
@@ -127,6 +128,7 @@ impl State {
         self.call_id = None;
         self.cseq = None;
         self.max_forwards = None;
+        self.max_forwards_seen = false;
         self.content_length = None;
         self.expires = None;
         self.content_type = None;
@@ -430,10 +432,11 @@ fn header_line(st: &mut State, buf: &[u8], s: usize, e: usize) {
             }
         }
         HeaderKind::MaxForwards => {
-            if st.max_forwards.is_some() {
+            if st.max_forwards_seen {
                 st.defect("duplicate Max-Forwards");
                 return;
             }
+            st.max_forwards_seen = true;
             match parse_num(v) {
                 Num::Ok(n) if n <= 255 => st.max_forwards = Some(n as u8),
                 // Above 255: treated as absent (RFC 4475 §3.1.2.4).

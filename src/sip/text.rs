@@ -3,7 +3,7 @@
 
 /// A half-open byte range `[start, end)` into the buffer a message was parsed from.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Span {
+pub(crate) struct Span {
     /// First byte.
     pub start: u32,
     /// One past the last byte.
@@ -23,11 +23,6 @@ impl Span {
     pub fn of(self, buf: &[u8]) -> &[u8] {
         buf.get(self.start as usize..self.end as usize)
             .unwrap_or(&[])
-    }
-    /// Length in bytes.
-    #[inline]
-    pub fn len(self) -> usize {
-        self.end.saturating_sub(self.start) as usize
     }
     /// True when the span holds no byte.
     #[inline]
