@@ -64,7 +64,7 @@ fn steady_state_parse_and_build_do_not_allocate() {
     let mut p = Parser::new();
     let mut out = Vec::with_capacity(4096);
     let src = "203.0.113.1:5060".parse().unwrap();
-    let mut work = |p: &mut Parser, out: &mut Vec<u8>| {
+    let work = |p: &mut Parser, out: &mut Vec<u8>| {
         let mut n = 0usize;
         for msg in MSGS {
             let m = p.parse(msg).unwrap();
