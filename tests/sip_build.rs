@@ -219,3 +219,31 @@ Max-Forwards: 300\r\n";
         }
     }
 }
+
+#[test]
+fn version_is_case_insensitive_and_others_get_505() {
+    let mut p = Parser::new();
+    for (v, want) in [
+        ("SIP/2.0", None),
+        ("sip/2.0", None),
+        ("SIP/3.0", Some(505)),
+        ("HTTP/1.1", Some(400)),
+    ] {
+        let text = format!(
+            "OPTIONS sip:x@example.com {v}\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\
+From: <sip:a@example.com>;tag=1\r\nTo: <sip:x@example.com>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n\r\n"
+        );
+        let got = match p.parse(text.as_bytes()).unwrap().validate() {
+            Ok(()) => None,
+            Err(sipshard::sip::Invalid::Reject(r)) => Some(r.status),
+            Err(other) => panic!("{other:?}"),
+        };
+        assert_eq!(got, want, "{v}");
+    }
+    let resp =
+        b"sip/2.0 180 Ringing\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\n\
+To: <sip:c@d>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n\r\n";
+    let m = p.parse(resp).unwrap();
+    assert_eq!(m.status(), Some(180));
+    assert_eq!(m.validate(), Ok(()));
+}

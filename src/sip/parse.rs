@@ -189,7 +189,8 @@ impl Parser {
 
 fn parse_start_line(st: &mut State, buf: &[u8], s: usize, e: usize) -> Result<(), ParseError> {
     let line = &buf[s..e];
-    if line.len() >= 4 && &line[..4] == b"SIP/" {
+    // SIP-Version is case-insensitive (RFC 3261 §7.1).
+    if line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"SIP/") {
         let sp = memchr::memchr(b' ', line).map_or(e, |k| s + k);
         st.version = Span::new(s, sp);
         check_version(st, buf);
@@ -271,7 +272,7 @@ fn parse_start_line(st: &mut State, buf: &[u8], s: usize, e: usize) -> Result<()
 
 fn check_version(st: &mut State, buf: &[u8]) {
     let v = st.version.of(buf);
-    if v == b"SIP/2.0" {
+    if v.eq_ignore_ascii_case(b"SIP/2.0") {
         st.version_ok = true;
         return;
     }
