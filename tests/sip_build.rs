@@ -247,3 +247,34 @@ To: <sip:c@d>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n\r\n";
     assert_eq!(m.status(), Some(180));
     assert_eq!(m.validate(), Ok(()));
 }
+
+#[test]
+fn header_line_ranges_allow_splicing() {
+    let mut p = Parser::new();
+    let m = p.parse(REQ).unwrap();
+    let routes: Vec<_> = m
+        .headers()
+        .filter(|h| h.kind == HeaderKind::Route)
+        .collect();
+    assert_eq!(routes.len(), 2);
+    let (s, e) = routes[0].line;
+    assert_eq!(&REQ[s..e], b"Route: <sip:p1.example.com;lr>\r\n");
+    // Drop the first Route the way a proxy would, and the result still parses the same.
+    let mut fwd = REQ[..s].to_vec();
+    fwd.extend_from_slice(&REQ[e..]);
+    let mut p2 = Parser::new();
+    let f = p2.parse(&fwd).unwrap();
+    assert_eq!(f.validate(), Ok(()));
+    assert_eq!(
+        f.header_values(HeaderKind::Route).collect::<Vec<_>>(),
+        vec![&b"<sip:p2.example.com;lr>"[..]]
+    );
+    // A folded Via value: the range covers both physical lines.
+    let via2 = m
+        .headers()
+        .filter(|h| h.kind == HeaderKind::Via)
+        .nth(1)
+        .unwrap();
+    assert!(REQ[via2.line.0..via2.line.1].ends_with(b"branch=z9hG4bKccc\r\n"));
+    assert_eq!(m.body_offset(), REQ.len());
+}

@@ -69,6 +69,8 @@ pub(crate) struct HeaderData {
     pub kind: Option<HeaderKind>,
     pub name: Span,
     pub value: Span,
+    /// Whole line(s) including the final CRLF: `name.start..line_end`.
+    pub line_end: u32,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -318,7 +320,7 @@ fn parse_headers(st: &mut State, buf: &[u8], mut pos: usize) {
                 nl
             };
         }
-        header_line(st, buf, pos, vend);
+        header_line(st, buf, pos, vend, (nl + 1).min(len));
         pos = nl + 1;
     }
 }
@@ -340,7 +342,7 @@ fn frame_body(st: &mut State, buf: &[u8], bs: usize) {
     }
 }
 
-fn header_line(st: &mut State, buf: &[u8], s: usize, e: usize) {
+fn header_line(st: &mut State, buf: &[u8], s: usize, e: usize, line_end: usize) {
     // name = token, then optional SP/HT, then the colon.
     let ne = skip_token(buf, s, e);
     let mut colon = ne;
@@ -361,6 +363,7 @@ fn header_line(st: &mut State, buf: &[u8], s: usize, e: usize) {
         kind: Some(kind),
         name: Span::new(s, ne),
         value,
+        line_end: line_end as u32,
     });
     let v = value.of(buf);
     match kind {
@@ -704,6 +707,9 @@ pub struct Header<'a> {
     pub name: &'a [u8],
     /// Value, trimmed; folded lines keep their CRLF + WSP inside.
     pub value: &'a [u8],
+    /// Byte range of the whole header line(s) in the datagram, final CRLF included: for a
+    /// proxy that removes or replaces a header while copying the rest.
+    pub line: (usize, usize),
 }
 
 /// CSeq value.
@@ -946,6 +952,7 @@ impl<'a> Message<'a> {
             kind: h.kind.unwrap_or(HeaderKind::Other),
             name: h.name.of(buf),
             value: h.value.of(buf),
+            line: (h.name.s(), h.line_end as usize),
         })
     }
     /// Values of every header line of `kind`, in order.
@@ -1051,6 +1058,10 @@ impl<'a> Message<'a> {
     /// Message body (exactly Content-Length bytes, or the rest of the datagram without one).
     pub fn body(&self) -> &'a [u8] {
         self.st.body.of(self.buf)
+    }
+    /// Byte offset where the body starts (= end of the header section's empty line).
+    pub fn body_offset(&self) -> usize {
+        self.st.body.s()
     }
     /// Length of the message as framed (headers + body); later bytes of the datagram are ignored.
     pub fn framed_len(&self) -> usize {
