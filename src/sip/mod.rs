@@ -43,6 +43,8 @@
 //! * Role-dependent answers (416, 420, 483, 415, 406, 405) are the caller's: see
 //!   [`Message::request_uri_scheme`], [`Message::tokens`], [`Message::max_forwards`],
 //!   [`Message::content_type`].
+//! * Proxies that edit a request: [`Header::line`] gives each header line's byte range (CRLF
+//!   included) and [`Message::body_offset`] where the body starts, for splicing.
 //! * Builders: [`write_response`], [`write_request`], [`write_ack`], [`write_cancel`] clear and
 //!   fill a caller-owned `Vec<u8>`.
 //!
