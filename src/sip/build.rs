@@ -1,0 +1,299 @@
+//! Message builders writing into a caller-owned, reused `Vec<u8>` (cleared first).
+
+use std::net::{IpAddr, SocketAddr};
+
+use super::kinds::{HeaderKind, Method};
+use super::parse::{Message, Rport, Via};
+use super::text::push_u32;
+
+/// A message could not be built from what was given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BuildError(pub &'static str);
+
+/// Extra header lines: (name, value), written as `name: value`.
+pub type ExtraHeaders<'x> = &'x [(&'x str, &'x [u8])];
+
+/// How to answer a request.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ResponseOptions<'x> {
+    /// Where the request came from: fills `received=` / `rport=` in the top Via.
+    pub source: Option<SocketAddr>,
+    /// To-tag to add when the request's To has none (only for status > 100).
+    pub to_tag: Option<&'x [u8]>,
+    /// Extra headers (Allow, Unsupported, Accept, Server, WWW-Authenticate, Contact...).
+    pub headers: ExtraHeaders<'x>,
+    /// Body (write its Content-Type among `headers`).
+    pub body: &'x [u8],
+}
+
+/// Copies header text, turning the CR/LF of folded lines into spaces.
+fn push_clean(out: &mut Vec<u8>, b: &[u8]) {
+    if memchr::memchr2(b'\r', b'\n', b).is_none() {
+        out.extend_from_slice(b);
+    } else {
+        out.extend(b.iter().map(|&c| if c == b'\r' || c == b'\n' { b' ' } else { c }));
+    }
+}
+
+fn header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    push_clean(out, value);
+    out.extend_from_slice(b"\r\n");
+}
+
+fn extras_and_body(out: &mut Vec<u8>, headers: ExtraHeaders, body: &[u8]) {
+    for (n, v) in headers {
+        header(out, n, v);
+    }
+    out.extend_from_slice(b"Content-Length: ");
+    push_u32(out, body.len().min(u32::MAX as usize) as u32);
+    out.extend_from_slice(b"\r\n\r\n");
+    out.extend_from_slice(body);
+}
+
+fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    use std::io::Write;
+    // Writing to a Vec cannot fail.
+    let _ = write!(out, "{ip}");
+}
+
+fn host_ip(host: &[u8]) -> Option<IpAddr> {
+    let h = host
+        .strip_prefix(b"[")
+        .and_then(|h| h.strip_suffix(b"]"))
+        .unwrap_or(host);
+    std::str::from_utf8(h).ok()?.parse().ok()
+}
+
+/// The top Via with `received=` (source IP differs from sent-by, or rport was asked for) and
+/// `rport=<source port>` (RFC 3261 §18.2.1, RFC 3581). Other parameters are kept in order.
+fn push_top_via(out: &mut Vec<u8>, via: &Via, source: Option<SocketAddr>) {
+    let Some(src) = source else {
+        push_clean(out, via.as_bytes());
+        return;
+    };
+    let all = via.d.all;
+    let head = via.d.params.start.saturating_sub(all.start) as usize;
+    let text = via.as_bytes();
+    push_clean(out, text.get(..head).unwrap_or(text).trim_ascii_end());
+    for (n, v) in via.params() {
+        if n.eq_ignore_ascii_case(b"received") || n.eq_ignore_ascii_case(b"rport") {
+            continue;
+        }
+        out.push(b';');
+        out.extend_from_slice(n);
+        if let Some(v) = v {
+            out.push(b'=');
+            push_clean(out, v);
+        }
+    }
+    let rport = via.rport() != Rport::Absent;
+    if rport || host_ip(via.host()) != Some(src.ip()) {
+        out.extend_from_slice(b";received=");
+        push_ip(out, src.ip());
+    }
+    if rport {
+        out.extend_from_slice(b";rport=");
+        push_u32(out, u32::from(src.port()));
+    }
+}
+
+/// Writes a response to `req`: status line, every Via in order (top one with received/rport),
+/// From, To (plus `;tag=` when asked), Call-ID, CSeq, extra headers, Content-Length, body.
+/// Headers missing from the request are left out (e.g. a 400 to a request without From).
+pub fn write_response(
+    out: &mut Vec<u8>,
+    req: &Message,
+    status: u16,
+    reason: &str,
+    opts: &ResponseOptions,
+) {
+    out.clear();
+    out.extend_from_slice(b"SIP/2.0 ");
+    push_u32(out, u32::from(status.clamp(100, 699)));
+    out.push(b' ');
+    out.extend_from_slice(reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (k, via) in req.vias().enumerate() {
+        out.extend_from_slice(b"Via: ");
+        if k == 0 {
+            push_top_via(out, &via, opts.source);
+        } else {
+            push_clean(out, via.as_bytes());
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+    if let Some(f) = req.from() {
+        header(out, "From", f.as_bytes());
+    }
+    if let Some(t) = req.to() {
+        out.extend_from_slice(b"To: ");
+        push_clean(out, t.as_bytes());
+        if let (None, Some(tag), true) = (t.tag(), opts.to_tag, status > 100) {
+            out.extend_from_slice(b";tag=");
+            out.extend_from_slice(tag);
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+    if let Some(c) = req.call_id() {
+        header(out, "Call-ID", c);
+    }
+    if let Some(c) = req.cseq() {
+        out.extend_from_slice(b"CSeq: ");
+        push_u32(out, c.seq);
+        out.push(b' ');
+        out.extend_from_slice(c.method.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    extras_and_body(out, opts.headers, opts.body);
+}
+
+/// A new request (UAC side).
+#[derive(Clone, Copy, Debug)]
+pub struct RequestSpec<'x> {
+    pub method: Method<'x>,
+    /// Request-URI.
+    pub uri: &'x [u8],
+    /// Via transport, e.g. `UDP`.
+    pub transport: &'x str,
+    /// Via sent-by, `host[:port]`.
+    pub sent_by: &'x [u8],
+    /// Via branch (include the `z9hG4bK` magic cookie).
+    pub branch: &'x [u8],
+    /// Add `;rport` to the Via.
+    pub rport: bool,
+    pub max_forwards: u8,
+    /// From display name, written as a quoted string.
+    pub from_display: Option<&'x [u8]>,
+    pub from_uri: &'x [u8],
+    pub from_tag: &'x [u8],
+    pub to_display: Option<&'x [u8]>,
+    pub to_uri: &'x [u8],
+    pub to_tag: Option<&'x [u8]>,
+    pub call_id: &'x [u8],
+    pub cseq: u32,
+    /// Contact URI, written as `<uri>`.
+    pub contact: Option<&'x [u8]>,
+    /// Expires header.
+    pub expires: Option<u32>,
+    pub headers: ExtraHeaders<'x>,
+    pub body: &'x [u8],
+}
+
+fn name_addr(out: &mut Vec<u8>, name: &str, display: Option<&[u8]>, uri: &[u8], tag: Option<&[u8]>) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    if let Some(d) = display {
+        out.push(b'"');
+        for &c in d {
+            if c == b'"' || c == b'\\' {
+                out.push(b'\\');
+            }
+            if c != b'\r' && c != b'\n' {
+                out.push(c);
+            }
+        }
+        out.extend_from_slice(b"\" ");
+    }
+    out.push(b'<');
+    out.extend_from_slice(uri);
+    out.push(b'>');
+    if let Some(t) = tag {
+        out.extend_from_slice(b";tag=");
+        out.extend_from_slice(t);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes a request from `spec`.
+pub fn write_request(out: &mut Vec<u8>, spec: &RequestSpec) {
+    out.clear();
+    let m = spec.method.as_bytes();
+    out.extend_from_slice(m);
+    out.push(b' ');
+    out.extend_from_slice(spec.uri);
+    out.extend_from_slice(b" SIP/2.0\r\nVia: SIP/2.0/");
+    out.extend_from_slice(spec.transport.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(spec.sent_by);
+    out.extend_from_slice(b";branch=");
+    out.extend_from_slice(spec.branch);
+    if spec.rport {
+        out.extend_from_slice(b";rport");
+    }
+    out.extend_from_slice(b"\r\nMax-Forwards: ");
+    push_u32(out, u32::from(spec.max_forwards));
+    out.extend_from_slice(b"\r\n");
+    name_addr(out, "From", spec.from_display, spec.from_uri, Some(spec.from_tag));
+    name_addr(out, "To", spec.to_display, spec.to_uri, spec.to_tag);
+    header(out, "Call-ID", spec.call_id);
+    out.extend_from_slice(b"CSeq: ");
+    push_u32(out, spec.cseq);
+    out.push(b' ');
+    out.extend_from_slice(m);
+    out.extend_from_slice(b"\r\n");
+    if let Some(c) = spec.contact {
+        name_addr(out, "Contact", None, c, None);
+    }
+    if let Some(e) = spec.expires {
+        out.extend_from_slice(b"Expires: ");
+        push_u32(out, e);
+        out.extend_from_slice(b"\r\n");
+    }
+    extras_and_body(out, spec.headers, spec.body);
+}
+
+/// Shared part of ACK and CANCEL: R-URI, top Via, Route set, From, Call-ID of our INVITE.
+fn in_dialog_of_invite(
+    out: &mut Vec<u8>,
+    method: &[u8],
+    invite: &Message,
+    to: &[u8],
+) -> Result<(), BuildError> {
+    if invite.method() != Some(Method::Invite) {
+        return Err(BuildError("not an INVITE"));
+    }
+    let ruri = invite.request_uri_bytes().ok_or(BuildError("no Request-URI"))?;
+    let via = invite.top_via().ok_or(BuildError("INVITE without Via"))?;
+    let from = invite.from().ok_or(BuildError("INVITE without From"))?;
+    let call_id = invite.call_id().ok_or(BuildError("INVITE without Call-ID"))?;
+    let cseq = invite.cseq().ok_or(BuildError("INVITE without CSeq"))?;
+    out.clear();
+    out.extend_from_slice(method);
+    out.push(b' ');
+    out.extend_from_slice(ruri);
+    out.extend_from_slice(b" SIP/2.0\r\n");
+    header(out, "Via", via.as_bytes());
+    for r in invite.header_values(HeaderKind::Route) {
+        header(out, "Route", r);
+    }
+    out.extend_from_slice(b"Max-Forwards: 70\r\n");
+    header(out, "From", from.as_bytes());
+    header(out, "To", to);
+    header(out, "Call-ID", call_id);
+    out.extend_from_slice(b"CSeq: ");
+    push_u32(out, cseq.seq);
+    out.push(b' ');
+    out.extend_from_slice(method);
+    out.extend_from_slice(b"\r\nContent-Length: 0\r\n\r\n");
+    Ok(())
+}
+
+/// ACK for a non-2xx final response to an INVITE we sent (RFC 3261 §17.1.1.3): the INVITE's
+/// R-URI, top Via (same branch), Route headers, From, Call-ID and CSeq number; To from the response.
+pub fn write_ack(out: &mut Vec<u8>, invite: &Message, response: &Message) -> Result<(), BuildError> {
+    let to = response.to().ok_or(BuildError("response without To"))?;
+    match response.status() {
+        Some(s) if s >= 300 => {}
+        _ => return Err(BuildError("not a non-2xx final response")),
+    }
+    in_dialog_of_invite(out, b"ACK", invite, to.as_bytes())
+}
+
+/// CANCEL for an INVITE we sent (RFC 3261 §9.1): same R-URI, top Via, Route set, From, To,
+/// Call-ID and CSeq number.
+pub fn write_cancel(out: &mut Vec<u8>, invite: &Message) -> Result<(), BuildError> {
+    let to = invite.to().ok_or(BuildError("INVITE without To"))?;
+    in_dialog_of_invite(out, b"CANCEL", invite, to.as_bytes())
+}
