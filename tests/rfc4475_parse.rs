@@ -81,7 +81,10 @@ fn corpus_dir() -> Option<PathBuf> {
     if std::env::var("CI").as_deref() == Ok("true") {
         panic!("RFC 4475 corpus missing at {}", dir.display());
     }
-    eprintln!("notice: RFC 4475 corpus not found at {}; skipping", dir.display());
+    eprintln!(
+        "notice: RFC 4475 corpus not found at {}; skipping",
+        dir.display()
+    );
     None
 }
 
@@ -110,7 +113,11 @@ fn every_corpus_file_gets_its_verdict() {
         if path.extension().and_then(|e| e.to_str()) != Some("dat") {
             continue;
         }
-        let name = path.file_stem().and_then(|s| s.to_str()).expect("name").to_string();
+        let name = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .expect("name")
+            .to_string();
         let want = VERDICTS
             .iter()
             .find(|(n, _)| *n == name)
@@ -123,7 +130,13 @@ fn every_corpus_file_gets_its_verdict() {
                 let v = verdict(&msg);
                 if let Reject(status) = v {
                     if msg.can_respond() {
-                        write_response(&mut out, &msg, status, "Error", &ResponseOptions::default());
+                        write_response(
+                            &mut out,
+                            &msg,
+                            status,
+                            "Error",
+                            &ResponseOptions::default(),
+                        );
                         assert!(out.starts_with(format!("SIP/2.0 {status} ").as_bytes()));
                     }
                 }
@@ -195,7 +208,10 @@ fn esc02_method_is_extension_with_two_contacts() {
     assert_eq!(m.method(), Some(Method::Extension(b"RE%47IST%45R")));
     assert_ne!(m.method(), Some(Method::Register));
     assert_eq!(m.contacts().count(), 2);
-    assert_eq!(m.header_by_name("C%6Fntact"), Some(&b"<sip:alias2@host2.example.com>"[..]));
+    assert_eq!(
+        m.header_by_name("C%6Fntact"),
+        Some(&b"<sip:alias2@host2.example.com>"[..])
+    );
     assert_eq!(m.to().unwrap().display_name(), Some(&br#""%Z%45""#[..]));
 }
 
@@ -224,7 +240,10 @@ fn dblreq_ignores_trailing_bytes() {
     assert_eq!(m.body(), b"");
     assert_eq!(m.content_length(), Some(0));
     assert!(m.framed_len() < d.len());
-    assert_eq!(m.call_id(), Some(&b"dblreq.0ha0isndaksdj99sdfafnl3lk233412"[..]));
+    assert_eq!(
+        m.call_id(),
+        Some(&b"dblreq.0ha0isndaksdj99sdfafnl3lk233412"[..])
+    );
 }
 
 #[test]
@@ -236,7 +255,10 @@ fn mpart01_body_is_exactly_content_length() {
     assert_eq!(m.body().len(), 553);
     assert!(m.body().contains(&0u8));
     assert!(m.body().ends_with(b"--7a9cbec02ceef655--\r\n"));
-    assert_eq!(m.top_via().unwrap().rport(), sipshard::sip::Rport::Requested);
+    assert_eq!(
+        m.top_via().unwrap().rport(),
+        sipshard::sip::Rport::Requested
+    );
 }
 
 #[test]
@@ -268,13 +290,22 @@ fn contact_params_vs_uri_params() {
     let c = m.contacts().next().unwrap();
     assert_eq!(c.param("unknownparam"), None);
     assert_eq!(c.uri().param("unknownparam"), Some(None));
-    assert_eq!(c.uri().as_bytes(), b"sip:+19725552222@gw1.example.net;unknownparam");
+    assert_eq!(
+        c.uri().as_bytes(),
+        b"sip:+19725552222@gw1.example.net;unknownparam"
+    );
 
     let Some(d) = load("regescrt") else { return };
     let m = p.parse(&d).unwrap();
     let c = m.contacts().next().unwrap();
-    assert_eq!(c.uri().headers(), Some(&b"Route=%3Csip:sip.example.com%3E"[..]));
-    assert_eq!(c.uri().as_bytes(), b"sip:user@example.com?Route=%3Csip:sip.example.com%3E");
+    assert_eq!(
+        c.uri().headers(),
+        Some(&b"Route=%3Csip:sip.example.com%3E"[..])
+    );
+    assert_eq!(
+        c.uri().as_bytes(),
+        b"sip:user@example.com?Route=%3Csip:sip.example.com%3E"
+    );
 }
 
 #[test]
@@ -282,11 +313,17 @@ fn wsinv_folding_and_compact_forms() {
     let Some(d) = load("wsinv") else { return };
     let mut p = Parser::new();
     let m = p.parse(&d).unwrap();
-    assert_eq!(m.cseq().map(|c| (c.seq, c.method)), Some((9, Method::Invite)));
+    assert_eq!(
+        m.cseq().map(|c| (c.seq, c.method)),
+        Some((9, Method::Invite))
+    );
     assert_eq!(m.max_forwards(), Some(68));
     assert_eq!(m.to().unwrap().tag(), Some(&b"1918181833n"[..]));
     assert_eq!(m.from().unwrap().tag(), Some(&b"98asjd8"[..]));
-    let vias: Vec<_> = m.vias().map(|v| (v.transport(), v.host(), v.branch())).collect();
+    let vias: Vec<_> = m
+        .vias()
+        .map(|v| (v.transport(), v.host(), v.branch()))
+        .collect();
     assert_eq!(
         vias,
         vec![
@@ -316,16 +353,28 @@ fn accessors_for_role_dependent_answers() {
     let Some(d) = load("bext01") else { return };
     let m = p.parse(&d).unwrap();
     let req: Vec<_> = m.tokens(HeaderKind::Require).collect();
-    assert_eq!(req, vec![&b"nothingSupportsThis"[..], b"nothingSupportsThisEither"]);
+    assert_eq!(
+        req,
+        vec![&b"nothingSupportsThis"[..], b"nothingSupportsThisEither"]
+    );
     let preq: Vec<_> = m.tokens(HeaderKind::ProxyRequire).collect();
-    assert_eq!(preq, vec![&b"noProxiesSupportThis"[..], b"norDoAnyProxiesSupportThis"]);
+    assert_eq!(
+        preq,
+        vec![&b"noProxiesSupportThis"[..], b"norDoAnyProxiesSupportThis"]
+    );
     let Some(d) = load("zeromf") else { return };
     assert_eq!(p.parse(&d).unwrap().max_forwards(), Some(0));
     let Some(d) = load("invut") else { return };
-    assert_eq!(p.parse(&d).unwrap().content_type(), Some(&b"application/unknownformat"[..]));
+    assert_eq!(
+        p.parse(&d).unwrap().content_type(),
+        Some(&b"application/unknownformat"[..])
+    );
     let Some(d) = load("sdp01") else { return };
     let m = p.parse(&d).unwrap();
-    assert_eq!(m.tokens(HeaderKind::Accept).collect::<Vec<_>>(), vec![&b"text/nobodyKnowsThis"[..]]);
+    assert_eq!(
+        m.tokens(HeaderKind::Accept).collect::<Vec<_>>(),
+        vec![&b"text/nobodyKnowsThis"[..]]
+    );
     let Some(d) = load("regaut01") else { return };
     let m = p.parse(&d).unwrap();
     let a = sipshard::sip::parse_auth(m.header(HeaderKind::Authorization).unwrap()).unwrap();
@@ -345,7 +394,10 @@ fn accessors_for_role_dependent_answers() {
     assert!(m.method().unwrap().is_extension());
     let u = m.request_uri().unwrap();
     assert_eq!(u.host(), b"example.com");
-    assert_eq!(u.password(), Some(&b"&it+has=1,weird!*pas$wo~d_too.(doesn't-it)"[..]));
+    assert_eq!(
+        u.password(),
+        Some(&b"&it+has=1,weird!*pas$wo~d_too.(doesn't-it)"[..])
+    );
     let Some(d) = load("transports") else { return };
     let m = p.parse(&d).unwrap();
     let t: Vec<_> = m.vias().map(|v| v.transport()).collect();

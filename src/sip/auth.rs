@@ -200,7 +200,10 @@ mod tests {
 
     #[test]
     fn challenge_and_unknown_schemes() {
-        let c = parse_auth(br#"Digest realm="r", nonce="n", qop="auth,auth-int", stale=TRUE, algorithm=SHA-256"#).unwrap();
+        let c = parse_auth(
+            br#"Digest realm="r", nonce="n", qop="auth,auth-int", stale=TRUE, algorithm=SHA-256"#,
+        )
+        .unwrap();
         assert!(c.is_stale());
         assert_eq!(c.digest.qop, Some(&b"auth,auth-int"[..]));
         assert_eq!(c.digest.algorithm, Some(&b"SHA-256"[..]));

@@ -31,7 +31,10 @@ fn push_clean(out: &mut Vec<u8>, b: &[u8]) {
     if memchr::memchr2(b'\r', b'\n', b).is_none() {
         out.extend_from_slice(b);
     } else {
-        out.extend(b.iter().map(|&c| if c == b'\r' || c == b'\n' { b' ' } else { c }));
+        out.extend(
+            b.iter()
+                .map(|&c| if c == b'\r' || c == b'\n' { b' ' } else { c }),
+        );
     }
 }
 
@@ -181,7 +184,13 @@ pub struct RequestSpec<'x> {
     pub body: &'x [u8],
 }
 
-fn name_addr(out: &mut Vec<u8>, name: &str, display: Option<&[u8]>, uri: &[u8], tag: Option<&[u8]>) {
+fn name_addr(
+    out: &mut Vec<u8>,
+    name: &str,
+    display: Option<&[u8]>,
+    uri: &[u8],
+    tag: Option<&[u8]>,
+) {
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b": ");
     if let Some(d) = display {
@@ -225,7 +234,13 @@ pub fn write_request(out: &mut Vec<u8>, spec: &RequestSpec) {
     out.extend_from_slice(b"\r\nMax-Forwards: ");
     push_u32(out, u32::from(spec.max_forwards));
     out.extend_from_slice(b"\r\n");
-    name_addr(out, "From", spec.from_display, spec.from_uri, Some(spec.from_tag));
+    name_addr(
+        out,
+        "From",
+        spec.from_display,
+        spec.from_uri,
+        Some(spec.from_tag),
+    );
     name_addr(out, "To", spec.to_display, spec.to_uri, spec.to_tag);
     header(out, "Call-ID", spec.call_id);
     out.extend_from_slice(b"CSeq: ");
@@ -254,10 +269,14 @@ fn in_dialog_of_invite(
     if invite.method() != Some(Method::Invite) {
         return Err(BuildError("not an INVITE"));
     }
-    let ruri = invite.request_uri_bytes().ok_or(BuildError("no Request-URI"))?;
+    let ruri = invite
+        .request_uri_bytes()
+        .ok_or(BuildError("no Request-URI"))?;
     let via = invite.top_via().ok_or(BuildError("INVITE without Via"))?;
     let from = invite.from().ok_or(BuildError("INVITE without From"))?;
-    let call_id = invite.call_id().ok_or(BuildError("INVITE without Call-ID"))?;
+    let call_id = invite
+        .call_id()
+        .ok_or(BuildError("INVITE without Call-ID"))?;
     let cseq = invite.cseq().ok_or(BuildError("INVITE without CSeq"))?;
     out.clear();
     out.extend_from_slice(method);
@@ -282,7 +301,11 @@ fn in_dialog_of_invite(
 
 /// ACK for a non-2xx final response to an INVITE we sent (RFC 3261 §17.1.1.3): the INVITE's
 /// R-URI, top Via (same branch), Route headers, From, Call-ID and CSeq number; To from the response.
-pub fn write_ack(out: &mut Vec<u8>, invite: &Message, response: &Message) -> Result<(), BuildError> {
+pub fn write_ack(
+    out: &mut Vec<u8>,
+    invite: &Message,
+    response: &Message,
+) -> Result<(), BuildError> {
     let to = response.to().ok_or(BuildError("response without To"))?;
     match response.status() {
         Some(s) if s >= 300 => {}

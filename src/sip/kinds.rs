@@ -307,15 +307,29 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        for k in [HeaderKind::Via, HeaderKind::CallId, HeaderKind::WwwAuthenticate, HeaderKind::MinSe] {
+        for k in [
+            HeaderKind::Via,
+            HeaderKind::CallId,
+            HeaderKind::WwwAuthenticate,
+            HeaderKind::MinSe,
+        ] {
             assert_eq!(HeaderKind::from_name(k.name().as_bytes()), k);
-            assert_eq!(HeaderKind::from_name(k.name().to_ascii_uppercase().as_bytes()), k);
+            assert_eq!(
+                HeaderKind::from_name(k.name().to_ascii_uppercase().as_bytes()),
+                k
+            );
         }
         assert_eq!(HeaderKind::from_name(b"I"), HeaderKind::CallId);
         assert_eq!(HeaderKind::from_name(b"m"), HeaderKind::Contact);
         assert_eq!(HeaderKind::from_name(b"C%6Fntact"), HeaderKind::Other);
         assert_eq!(Method::from_bytes(b"REGISTER"), Method::Register);
-        assert_eq!(Method::from_bytes(b"register"), Method::Extension(b"register"));
-        assert_eq!(Method::from_bytes(b"RE%47IST%45R").as_bytes(), b"RE%47IST%45R");
+        assert_eq!(
+            Method::from_bytes(b"register"),
+            Method::Extension(b"register")
+        );
+        assert_eq!(
+            Method::from_bytes(b"RE%47IST%45R").as_bytes(),
+            b"RE%47IST%45R"
+        );
     }
 }

@@ -58,13 +58,12 @@ mod uri;
 
 pub use auth::{parse_auth, AuthError, AuthValue, Digest};
 pub use build::{
-    write_ack, write_cancel, write_request, write_response, BuildError, ExtraHeaders,
-    RequestSpec, ResponseOptions,
+    write_ack, write_cancel, write_request, write_response, BuildError, ExtraHeaders, RequestSpec,
+    ResponseOptions,
 };
 pub use kinds::{HeaderKind, Method};
 pub use parse::{
-    CSeq, Header, Invalid, Message, NameAddr, ParamIter, ParseError, Parser, Rejection, Rport,
-    Via,
+    CSeq, Header, Invalid, Message, NameAddr, ParamIter, ParseError, Parser, Rejection, Rport, Via,
 };
 pub use text::Span;
 pub use uri::{unescape_into, EscapeError, Scheme, Uri};

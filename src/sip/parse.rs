@@ -3,8 +3,8 @@
 
 use super::kinds::{HeaderKind, Method};
 use super::text::{
-    all_token, at, is_token, is_ws, next_param, parse_num, scan_quoted, skip_token, skip_ws,
-    trim, CommaIter, Num, RawParam, Span,
+    all_token, at, is_token, is_ws, next_param, parse_num, scan_quoted, skip_token, skip_ws, trim,
+    CommaIter, Num, RawParam, Span,
 };
 use super::uri::{parse_hostport, parse_uri, Scheme, Uri, UriData};
 
@@ -954,7 +954,9 @@ impl<'a> Message<'a> {
     }
     /// Values of every header line of `kind`, in order.
     pub fn header_values(&self, kind: HeaderKind) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.headers().filter(move |h| h.kind == kind).map(|h| h.value)
+        self.headers()
+            .filter(move |h| h.kind == kind)
+            .map(|h| h.value)
     }
     /// First value of `kind`.
     pub fn header(&self, kind: HeaderKind) -> Option<&'a [u8]> {
@@ -1016,7 +1018,10 @@ impl<'a> Message<'a> {
     /// Contact values (not `*`), in order.
     pub fn contacts(&self) -> impl ExactSizeIterator<Item = NameAddr<'a>> + 'a {
         let buf = self.buf;
-        self.st.contacts.iter().map(move |d| NameAddr { buf, d: *d })
+        self.st
+            .contacts
+            .iter()
+            .map(move |d| NameAddr { buf, d: *d })
     }
     /// True when a `Contact: *` was present.
     pub fn contact_star(&self) -> bool {

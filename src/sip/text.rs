@@ -21,7 +21,8 @@ impl Span {
     /// The bytes of this span in `buf` (empty if the span does not fit `buf`).
     #[inline]
     pub fn of(self, buf: &[u8]) -> &[u8] {
-        buf.get(self.start as usize..self.end as usize).unwrap_or(&[])
+        buf.get(self.start as usize..self.end as usize)
+            .unwrap_or(&[])
     }
     /// Length in bytes.
     #[inline]
@@ -315,10 +316,7 @@ mod tests {
         let items: Vec<&[u8]> = CommaIter::new(b, Span::new(0, b.len()))
             .map(|s| s.of(b))
             .collect();
-        assert_eq!(
-            items,
-            vec![&br#""a,b" <sip:x;p=1,2>"#[..], b"c", b"", b"d"]
-        );
+        assert_eq!(items, vec![&br#""a,b" <sip:x;p=1,2>"#[..], b"c", b"", b"d"]);
     }
 
     #[test]

@@ -348,8 +348,14 @@ mod tests {
         ] {
             assert!(Uri::parse(b).is_err(), "{:?}", String::from_utf8_lossy(b));
         }
-        assert_eq!(Uri::parse(b"tel:+1-555;x=1").unwrap().user(), Some(&b"+1-555"[..]));
-        assert_eq!(Uri::parse(b"isbn:2983792873").unwrap().scheme(), Scheme::Other);
+        assert_eq!(
+            Uri::parse(b"tel:+1-555;x=1").unwrap().user(),
+            Some(&b"+1-555"[..])
+        );
+        assert_eq!(
+            Uri::parse(b"isbn:2983792873").unwrap().scheme(),
+            Scheme::Other
+        );
     }
 
     #[test]
