@@ -1,8 +1,406 @@
 //! Start the shards; graceful shutdown.
+//!
+//! Owns: turning a [`ServerConfig`] into running shards ([`start`] → [`ServerHandle`]): binding
+//! every socket before any thread starts, choosing the I/O backend, spawning (and pinning) one
+//! thread per shard, the ready line on stdout, and the process-level run loop with SIGTERM/SIGINT
+//! handling ([`run_with`], [`run_main`]).
+//! Must not: contain protocol logic (that is the [`Core`]'s), or touch the hot path: after start
+//! it only waits, reads counters and asks shards to stop.
 
-use crate::config::Config;
+use std::io::{self, Write};
+use std::net::{SocketAddr, UdpSocket};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use crate::config::{Config, IoBackendKind, ServerConfig};
+use crate::dispatch::{Core, Outbox, ShardId};
+use crate::io::{self as bio, BatchIo, PortableIo, SocketOptions};
+use crate::shard::{self, Clock, Control, ShardExit, ShardSettings, ShardStats};
+use crate::timer::Millis;
+
+/// Extra time `join` allows beyond `shutdown_timeout_ms` for threads to finish their last flush.
+const JOIN_GRACE: Duration = Duration::from_secs(2);
+
+/// A running server. Dropping it asks the shards to stop (without waiting for them).
+pub struct ServerHandle {
+    local_addr: SocketAddr,
+    backend: &'static str,
+    recv_buffer_bytes: usize,
+    send_buffer_bytes: usize,
+    shutdown_timeout: Duration,
+    control: Control,
+    threads: Vec<JoinHandle<io::Result<ShardExit>>>,
+    /// Each shard thread sends its id here when it ends, however it ends.
+    exited: Receiver<ShardId>,
+    /// Notices already taken from `exited` (by `run_with`).
+    exits_seen: usize,
+}
+
+/// What the shards did, collected at the end.
+#[derive(Debug)]
+pub struct ServerReport {
+    /// One entry per shard that ended normally, by shard id.
+    pub shards: Vec<ShardExit>,
+    /// Sum of the shards' counters.
+    pub total: ShardStats,
+}
+
+impl ServerHandle {
+    /// The bound address (with the real port when the config asked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.threads.len()
+    }
+
+    /// "mmsg" or "portable".
+    pub fn backend(&self) -> &'static str {
+        self.backend
+    }
+
+    /// SO_RCVBUF / SO_SNDBUF as obtained from the kernel (Linux reports double the request).
+    pub fn buffer_sizes(&self) -> (usize, usize) {
+        (self.recv_buffer_bytes, self.send_buffer_bytes)
+    }
+
+    /// Live counters per shard.
+    pub fn stats(&self) -> Vec<ShardStats> {
+        self.control.stats()
+    }
+
+    /// Begin a graceful shutdown: every shard calls `on_shutdown` until it is done or
+    /// `shutdown_timeout_ms` passes, flushes its sends and exits. Returns at once; see [`join`].
+    ///
+    /// [`join`]: ServerHandle::join
+    pub fn shutdown(&self) {
+        self.control.stop();
+    }
+
+    /// Wait for every shard to end. After [`shutdown`](ServerHandle::shutdown) this is bounded
+    /// by `shutdown_timeout_ms` plus a short grace; a shard still running then is reported as an
+    /// error (and left detached). Without a shutdown it waits until the shards end on their own.
+    pub fn join(mut self) -> io::Result<ServerReport> {
+        let threads = std::mem::take(&mut self.threads);
+        let deadline = self
+            .control
+            .is_stopping()
+            .then(|| Instant::now() + self.shutdown_timeout + JOIN_GRACE);
+        let mut ended = self.exits_seen;
+        while ended < threads.len() {
+            let r = match deadline {
+                Some(d) => self.exited.recv_deadline(d).map_err(|_| ()),
+                None => self.exited.recv().map_err(|_| ()),
+            };
+            match r {
+                Ok(_) => ended += 1,
+                Err(()) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "{} of {} shards did not stop in time",
+                            threads.len() - ended,
+                            threads.len()
+                        ),
+                    ))
+                }
+            }
+        }
+        let mut report = ServerReport {
+            shards: Vec::with_capacity(threads.len()),
+            total: ShardStats::default(),
+        };
+        let mut first_err = None;
+        for (id, t) in threads.into_iter().enumerate() {
+            match t.join() {
+                Ok(Ok(exit)) => {
+                    report.total += exit.stats;
+                    report.shards.push(exit);
+                }
+                Ok(Err(e)) => {
+                    first_err.get_or_insert(io::Error::new(e.kind(), format!("shard {id}: {e}")));
+                }
+                Err(_) => {
+                    first_err.get_or_insert(io::Error::other(format!("shard {id} panicked")));
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(report),
+        }
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        if !self.threads.is_empty() {
+            self.control.stop();
+        }
+    }
+}
+
+/// Tells the server a shard thread ended, also when it panicked.
+struct ExitNotice(ShardId, Sender<ShardId>);
+
+impl Drop for ExitNotice {
+    fn drop(&mut self) {
+        let _ = self.1.send(self.0);
+    }
+}
+
+/// Start a server: bind every shard socket (a bind error, such as the port being in use, is
+/// returned before any thread starts), build one core per shard with `make_core(shard, shards)`,
+/// spawn the shard threads, and print the ready line to stdout:
+///
+/// `sipshard listening on udp <addr> (<n> shards, <backend> backend, rcvbuf <bytes>, sndbuf <bytes>)`
+pub fn start<C: Core>(
+    cfg: &ServerConfig,
+    make_core: impl Fn(ShardId, usize) -> C,
+) -> io::Result<ServerHandle> {
+    let n = if cfg.shards == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        cfg.shards
+    };
+    let group = bio::bind_udp_group(
+        cfg.listen,
+        n,
+        &SocketOptions {
+            recv_buffer_bytes: cfg.recv_buffer_bytes,
+            send_buffer_bytes: cfg.send_buffer_bytes,
+            rxq_overflow: true,
+        },
+    )?;
+    let sockets = group.sockets;
+    let local_addr = group.local_addr;
+    let launched = match cfg.io_backend {
+        #[cfg(target_os = "linux")]
+        IoBackendKind::Auto | IoBackendKind::Mmsg => {
+            let ios = sockets
+                .into_iter()
+                .map(|s| bio::MmsgIo::new(s, cfg.io_batch))
+                .collect::<io::Result<Vec<_>>>()?;
+            launch(cfg, ios, make_core)?
+        }
+        #[cfg(not(target_os = "linux"))]
+        IoBackendKind::Mmsg => {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "io_backend mmsg needs Linux (recvmmsg/sendmmsg); use auto or portable",
+            ))
+        }
+        #[cfg(not(target_os = "linux"))]
+        IoBackendKind::Auto => launch(cfg, portable(sockets)?, make_core)?,
+        IoBackendKind::Portable => launch(cfg, portable(sockets)?, make_core)?,
+    };
+    let (backend, control, threads, exited) = launched;
+    let handle = ServerHandle {
+        local_addr,
+        backend,
+        recv_buffer_bytes: group.recv_buffer_bytes,
+        send_buffer_bytes: group.send_buffer_bytes,
+        shutdown_timeout: Duration::from_millis(cfg.shutdown_timeout_ms),
+        control,
+        threads,
+        exited,
+        exits_seen: 0,
+    };
+    let line = format!(
+        "sipshard listening on udp {} ({} shards, {} backend, rcvbuf {}, sndbuf {})",
+        local_addr, n, backend, group.recv_buffer_bytes, group.send_buffer_bytes
+    );
+    {
+        let mut out = io::stdout().lock();
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    }
+    for (what, asked, got) in [
+        ("SO_RCVBUF", cfg.recv_buffer_bytes, group.recv_buffer_bytes),
+        ("SO_SNDBUF", cfg.send_buffer_bytes, group.send_buffer_bytes),
+    ] {
+        // Linux reports twice the usable size; less than asked means the kernel clamped it.
+        if got < asked {
+            tracing::warn!(
+                asked,
+                got,
+                "{what} clamped by the kernel: raise net.core.rmem_max/wmem_max or run with CAP_NET_ADMIN"
+            );
+        }
+    }
+    tracing::info!(
+        addr = %local_addr,
+        shards = n,
+        backend,
+        rcvbuf = group.recv_buffer_bytes,
+        sndbuf = group.send_buffer_bytes,
+        rxq_ovfl = group.rxq_overflow,
+        pinned = cfg.pin_shards,
+        "ready"
+    );
+    Ok(handle)
+}
+
+fn portable(sockets: Vec<UdpSocket>) -> io::Result<Vec<PortableIo>> {
+    sockets.into_iter().map(PortableIo::new).collect()
+}
+
+type Launched = (
+    &'static str,
+    Control,
+    Vec<JoinHandle<io::Result<ShardExit>>>,
+    Receiver<ShardId>,
+);
+
+fn launch<C: Core, B: BatchIo>(
+    cfg: &ServerConfig,
+    ios: Vec<B>,
+    make_core: impl Fn(ShardId, usize) -> C,
+) -> io::Result<Launched> {
+    let n = ios.len();
+    let backend = ios.first().map_or("none", |io| io.name());
+    let (setups, control) = shard::mesh::<C::Mail>(n, cfg.mailbox_capacity)?;
+    let core_ids = if cfg.pin_shards {
+        core_affinity::get_core_ids().unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let clock = Clock::new();
+    let (exit_tx, exited) = crossbeam_channel::unbounded();
+    let mut threads = Vec::with_capacity(n);
+    for (setup, io) in setups.into_iter().zip(ios) {
+        let id = setup.id();
+        let settings = ShardSettings {
+            io_batch: cfg.io_batch.max(1),
+            max_datagram_bytes: cfg.max_datagram_bytes,
+            max_pending_sends: (cfg.io_batch * 64).max(4096),
+            shutdown_timeout_ms: cfg.shutdown_timeout_ms,
+            pin_to: (!core_ids.is_empty()).then(|| core_ids[id % core_ids.len()]),
+        };
+        let core = make_core(id, n);
+        let notice = ExitNotice(id, exit_tx.clone());
+        let spawned = std::thread::Builder::new()
+            .name(format!("shard-{id}"))
+            .spawn(move || {
+                let _notice = notice;
+                shard::run(setup, core, io, &settings, clock)
+            });
+        match spawned {
+            Ok(t) => threads.push(t),
+            Err(e) => {
+                control.stop();
+                for t in threads {
+                    let _ = t.join();
+                }
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("cannot start shard {id}: {e}"),
+                ));
+            }
+        }
+    }
+    Ok((backend, control, threads, exited))
+}
+
+/// Run a server with `config` and one `make_core(shard, shards)` per shard until SIGTERM or
+/// SIGINT (or until a shard dies), then shut down gracefully and log the totals.
+pub fn run_with<C: Core>(
+    config: Config,
+    make_core: impl Fn(ShardId, usize) -> C,
+) -> Result<(), String> {
+    // Handlers go in before the sockets, so an early signal is never fatal.
+    let mut signals = Signals::new([SIGTERM, SIGINT])
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let sig_handle = signals.handle();
+    let (sig_tx, sig_rx) = crossbeam_channel::bounded::<i32>(1);
+    let sig_thread = std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for s in signals.forever() {
+                let _ = sig_tx.try_send(s);
+            }
+        })
+        .map_err(|e| format!("cannot start signal thread: {e}"))?;
+    let stop_signals = || {
+        sig_handle.close();
+        let _ = sig_thread.join();
+    };
+
+    let mut server = match start(&config.server, make_core) {
+        Ok(s) => s,
+        Err(e) => {
+            stop_signals();
+            return Err(e.to_string());
+        }
+    };
+    crossbeam_channel::select! {
+        recv(sig_rx) -> s => {
+            tracing::info!(signal = s.unwrap_or(0), "shutting down");
+        }
+        recv(server.exited) -> id => {
+            server.exits_seen += 1;
+            tracing::error!(shard = id.unwrap_or(usize::MAX), "shard ended unexpectedly; shutting down");
+        }
+    }
+    let started = Instant::now();
+    server.shutdown();
+    let result = server.join();
+    stop_signals();
+    match result {
+        Ok(report) => {
+            let unclean = report.shards.iter().filter(|s| !s.clean).count();
+            tracing::info!(
+                took_ms = started.elapsed().as_millis() as u64,
+                unclean_shards = unclean,
+                totals = ?report.total.pairs(),
+                "stopped"
+            );
+            for s in &report.shards {
+                tracing::debug!(shard = s.id, stats = ?s.stats, core = ?s.core_counters, "shard totals");
+            }
+            Ok(())
+        }
+        Err(e) => Err(format!("shutdown: {e}")),
+    }
+}
 
 /// Run the server with `config` until SIGTERM/SIGINT. Called by `sipshard run`.
-pub fn run_main(_config: Config) -> Result<(), String> {
-    Err("server not built yet".into())
+///
+/// PLACEHOLDER CORE: until the protocol core (`dispatch::Dispatcher`) exists, this runs
+/// [`CountingCore`], which answers nothing and only counts datagrams. The lead swaps in the real
+/// core here: `run_with(config, |shard, shards| Dispatcher::new(...))`.
+pub fn run_main(config: Config) -> Result<(), String> {
+    run_with(config, |_, _| CountingCore::default())
+}
+
+/// Placeholder core for `run_main`: answers nothing, counts datagrams and bytes.
+#[derive(Debug, Default)]
+struct CountingCore {
+    datagrams: u64,
+    bytes: u64,
+}
+
+impl Core for CountingCore {
+    type Mail = ();
+
+    fn on_datagram<O: Outbox<()>>(&mut self, _: Millis, _: SocketAddr, data: &[u8], _: &mut O) {
+        self.datagrams += 1;
+        self.bytes += data.len() as u64;
+    }
+    fn on_mail<O: Outbox<()>>(&mut self, _: Millis, _: (), _: &mut O) {}
+    fn on_timers<O: Outbox<()>>(&mut self, _: Millis, _: &mut O) {}
+    fn next_deadline(&self) -> Option<Millis> {
+        None
+    }
+    fn on_shutdown<O: Outbox<()>>(&mut self, _: Millis, _: &mut O) -> bool {
+        true
+    }
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        vec![("datagrams", self.datagrams), ("bytes", self.bytes)]
+    }
 }
