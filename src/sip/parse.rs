@@ -220,7 +220,7 @@ fn parse_start_line(st: &mut State, buf: &[u8], s: usize, e: usize) -> Result<()
     if end != e {
         st.defect("white space at the end of the request line");
     }
-    let rest = me + 1;
+    let rest = (me + 1).min(end);
     let (mut us, mut ue);
     match memchr::memrchr(b' ', &buf[rest..end]) {
         Some(k) => {
