@@ -17,7 +17,10 @@ fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
 
 /// The `key=value` pairs of the shutdown line.
 fn totals(lines: &[String]) -> HashMap<String, u64> {
-    let line = lines.iter().find(|l| l.starts_with("sipshard stopped")).expect("totals line");
+    let line = lines
+        .iter()
+        .find(|l| l.starts_with("sipshard stopped"))
+        .expect("totals line");
     line.split_whitespace()
         .filter_map(|kv| {
             let (k, v) = kv.split_once('=')?;
@@ -26,7 +29,14 @@ fn totals(lines: &[String]) -> HashMap<String, u64> {
         .collect()
 }
 
-fn request(method: &str, server: SocketAddr, me: SocketAddr, call_id: &str, branch: &str, cseq: u32) -> String {
+fn request(
+    method: &str,
+    server: SocketAddr,
+    me: SocketAddr,
+    call_id: &str,
+    branch: &str,
+    cseq: u32,
+) -> String {
     format!(
         "{method} sip:bob@{server} SIP/2.0\r\n\
          Via: SIP/2.0/UDP {me};branch={branch}\r\n\
@@ -84,7 +94,14 @@ fn invite_gets_405_retransmitted_until_ack_and_cancel_without_invite_gets_481() 
         s = server.addr
     );
     c.send_to(ack.as_bytes(), server.addr).unwrap();
-    let cancel = request("CANCEL", server.addr, me, "nothing@test", "z9hG4bK-nothing", 1);
+    let cancel = request(
+        "CANCEL",
+        server.addr,
+        me,
+        "nothing@test",
+        "z9hG4bK-nothing",
+        1,
+    );
     c.send_to(cancel.as_bytes(), server.addr).unwrap();
     // Any 405 still in flight from before the ACK is skipped; the CANCEL's answer is 481.
     let resp = loop {
@@ -111,7 +128,14 @@ fn requests_landing_on_the_wrong_shard_are_handed_to_their_owner() {
     let me = c.local_addr().unwrap();
     let n = 200;
     for i in 0..n {
-        let req = request("BYE", server.addr, me, &format!("handover-{i}@test"), &format!("z9hG4bK-h{i}"), 1);
+        let req = request(
+            "BYE",
+            server.addr,
+            me,
+            &format!("handover-{i}@test"),
+            &format!("z9hG4bK-h{i}"),
+            1,
+        );
         c.send_to(req.as_bytes(), server.addr).unwrap();
     }
     let mut seen = std::collections::HashSet::new();
@@ -126,7 +150,10 @@ fn requests_landing_on_the_wrong_shard_are_handed_to_their_owner() {
     let (code, lines, _, _) = server.terminate(Duration::from_secs(10));
     assert_eq!(code, Some(0));
     let t = totals(&lines);
-    assert!(t["handed_out"] > 0 && t["handed_out"] == t["handed_in"], "{t:?}");
+    assert!(
+        t["handed_out"] > 0 && t["handed_out"] == t["handed_in"],
+        "{t:?}"
+    );
     assert_eq!(t["rejected_405"], n as u64, "{t:?}");
 }
 
@@ -143,7 +170,8 @@ fn malformed_requests_get_400_and_garbage_is_dropped_and_counted() {
     c.send_to(bad.as_bytes(), server.addr).unwrap();
     let resp = recv_text(&c, Duration::from_secs(3)).expect("400");
     assert_eq!(status_of(&resp), Some(400), "{resp}");
-    c.send_to(b"\x16\x03\x01 this is not SIP at all", server.addr).unwrap();
+    c.send_to(b"\x16\x03\x01 this is not SIP at all", server.addr)
+        .unwrap();
     c.send_to(b"\r\n\r\n", server.addr).unwrap();
     // A probe after the garbage proves the server went on and orders the counters.
     let probe = options_request(server.addr, me, "after-garbage@test", "z9hG4bK-after");
@@ -165,7 +193,10 @@ fn sigterm_stops_the_server_within_the_bound() {
     let (code, lines, err, took) = server.terminate(Duration::from_secs(10));
     assert_eq!(code, Some(0), "{err}");
     assert!(took < Duration::from_secs(6), "shutdown took {took:?}");
-    assert!(lines.iter().any(|l| l.starts_with("sipshard stopped")), "{lines:?}");
+    assert!(
+        lines.iter().any(|l| l.starts_with("sipshard stopped")),
+        "{lines:?}"
+    );
 }
 
 #[test]
@@ -181,9 +212,19 @@ fn a_second_server_on_a_port_in_use_refuses_to_start() {
     assert!(!err.contains("status Some(0)"), "{err}");
     // The first one still serves.
     let c = client();
-    let req = options_request(first.addr, c.local_addr().unwrap(), "still@test", "z9hG4bK-still");
+    let req = options_request(
+        first.addr,
+        c.local_addr().unwrap(),
+        "still@test",
+        "z9hG4bK-still",
+    );
     c.send_to(req.as_bytes(), first.addr).unwrap();
-    assert_eq!(recv_text(&c, Duration::from_secs(3)).as_deref().and_then(status_of), Some(200));
+    assert_eq!(
+        recv_text(&c, Duration::from_secs(3))
+            .as_deref()
+            .and_then(status_of),
+        Some(200)
+    );
 }
 
 /// Small deterministic generator so the mutation run is the same every time.
@@ -230,12 +271,21 @@ fn the_server_survives_the_rfc4475_corpus_and_mutations_of_it() {
                     }
                     2 => {
                         let i = rng.below(m.len() + 1);
-                        m.insert(i, [b':', b';', b',', b'<', b'"', b'\r', b'\n', b'%', 0, 0xff][rng.below(10)]);
+                        m.insert(
+                            i,
+                            [b':', b';', b',', b'<', b'"', b'\r', b'\n', b'%', 0, 0xff]
+                                [rng.below(10)],
+                        );
                     }
                     3 => m.truncate(rng.below(m.len() + 1)),
                     _ => {
                         let i = rng.below(m.len() + 1);
-                        m.splice(i..i, b"\r\nCSeq: 99999999999 INVITE\r\nVia: SIP/2.0/UDP [::1;;,".iter().copied());
+                        m.splice(
+                            i..i,
+                            b"\r\nCSeq: 99999999999 INVITE\r\nVia: SIP/2.0/UDP [::1;;,"
+                                .iter()
+                                .copied(),
+                        );
                     }
                 }
             }
@@ -266,4 +316,5 @@ fn the_server_survives_the_rfc4475_corpus_and_mutations_of_it() {
     assert!(!err.contains("panicked"), "{err}");
     let t = totals(&lines);
     assert_eq!(t["datagrams"], sent + 1, "every datagram was seen: {t:?}");
+    assert_eq!(t["core_panics"], 0, "{t:?}");
 }

@@ -38,13 +38,18 @@ fn response_copies_vias_and_fills_received_rport() {
     write_response(&mut out, &m, 486, "Busy Here", &opts);
     let text = String::from_utf8(out.clone()).unwrap();
     assert!(text.starts_with("SIP/2.0 486 Busy Here\r\n"), "{text}");
-    assert!(text.contains(
-        "Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKaaa;received=203.0.113.1;rport=33333\r\n\
+    assert!(
+        text.contains(
+            "Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKaaa;received=203.0.113.1;rport=33333\r\n\
 Via: SIP/2.0/UDP proxy.example.com;branch=z9hG4bKbbb\r\n\
 Via: SIP/2.0/TCP 192.0.2.3;branch=z9hG4bKccc\r\n"
-    ), "{text}");
+        ),
+        "{text}"
+    );
     assert!(text.contains("To: <sip:bob@example.com>;tag=ttt\r\n"));
-    assert!(text.contains("Allow: INVITE, ACK\r\nServer: sipshard\r\nContent-Length: 5\r\n\r\nhello"));
+    assert!(
+        text.contains("Allow: INVITE, ACK\r\nServer: sipshard\r\nContent-Length: 5\r\n\r\nhello")
+    );
     assert!(!text.contains("Route:"), "responses carry no Route");
     let mut p2 = Parser::new();
     let r = p2.parse(&out).unwrap();
@@ -101,14 +106,18 @@ From: <sip:a@example.com>;tag=1\r\nTo: <sip:x@example.com>;tag=old\r\nCall-ID: c
     };
     write_response(&mut out, &m, 200, "OK", &opts);
     let mut p2 = Parser::new();
-    assert_eq!(p2.parse(&out).unwrap().to().unwrap().tag(), Some(&b"old"[..]));
+    assert_eq!(
+        p2.parse(&out).unwrap().to().unwrap().tag(),
+        Some(&b"old"[..])
+    );
 }
 
 #[test]
 fn ack_for_non_2xx_and_cancel() {
     let mut p = Parser::new();
     let inv = p.parse(REQ).unwrap();
-    let resp_text = b"SIP/2.0 486 Busy Here\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKaaa\r\n\
+    let resp_text =
+        b"SIP/2.0 486 Busy Here\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKaaa\r\n\
 From: Alice <sip:alice@example.com>;tag=ftag\r\nTo: <sip:bob@example.com>;tag=callee\r\n\
 Call-ID: call-1@example.com\r\nCSeq: 42 INVITE\r\nContent-Length: 0\r\n\r\n";
     let mut p2 = Parser::new();
@@ -119,21 +128,33 @@ Call-ID: call-1@example.com\r\nCSeq: 42 INVITE\r\nContent-Length: 0\r\n\r\n";
     let ack = p3.parse(&out).unwrap();
     assert_eq!(ack.validate(), Ok(()));
     assert_eq!(ack.method(), Some(Method::Ack));
-    assert_eq!(ack.request_uri().unwrap().as_bytes(), b"sip:bob@example.com");
+    assert_eq!(
+        ack.request_uri().unwrap().as_bytes(),
+        b"sip:bob@example.com"
+    );
     assert_eq!(ack.vias().len(), 1);
     assert_eq!(ack.top_via().unwrap().branch(), Some(&b"z9hG4bKaaa"[..]));
-    assert_eq!(ack.cseq().map(|c| (c.seq, c.method)), Some((42, Method::Ack)));
+    assert_eq!(
+        ack.cseq().map(|c| (c.seq, c.method)),
+        Some((42, Method::Ack))
+    );
     assert_eq!(ack.to().unwrap().tag(), Some(&b"callee"[..]));
     assert_eq!(ack.from().unwrap().tag(), Some(&b"ftag"[..]));
     assert_eq!(ack.call_id(), Some(&b"call-1@example.com"[..]));
     let routes: Vec<_> = ack.header_values(HeaderKind::Route).collect();
-    assert_eq!(routes, vec![&b"<sip:p1.example.com;lr>"[..], b"<sip:p2.example.com;lr>"]);
+    assert_eq!(
+        routes,
+        vec![&b"<sip:p1.example.com;lr>"[..], b"<sip:p2.example.com;lr>"]
+    );
 
     write_cancel(&mut out, &inv).unwrap();
     let c = p3.parse(&out).unwrap();
     assert_eq!(c.validate(), Ok(()));
     assert_eq!(c.method(), Some(Method::Cancel));
-    assert_eq!(c.cseq().map(|c| (c.seq, c.method)), Some((42, Method::Cancel)));
+    assert_eq!(
+        c.cseq().map(|c| (c.seq, c.method)),
+        Some((42, Method::Cancel))
+    );
     assert_eq!(c.to().unwrap().tag(), None);
     assert_eq!(c.top_via().unwrap().branch(), Some(&b"z9hG4bKaaa"[..]));
     assert_eq!(c.header_values(HeaderKind::Route).count(), 2);
@@ -157,7 +178,13 @@ Via: SIP/2.0/UDP 192.0.2.95;branch=z9hG4bKkdj.insuf\r\nl: 0\r\n\r\n";
     assert!(m.can_respond());
     assert!(m.validate().is_err());
     let mut out = Vec::new();
-    write_response(&mut out, &m, 400, "Missing Call-ID", &ResponseOptions::default());
+    write_response(
+        &mut out,
+        &m,
+        400,
+        "Missing Call-ID",
+        &ResponseOptions::default(),
+    );
     assert_eq!(
         out,
         b"SIP/2.0 400 Missing Call-ID\r\nVia: SIP/2.0/UDP 192.0.2.95;branch=z9hG4bKkdj.insuf\r\n\

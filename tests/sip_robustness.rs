@@ -73,7 +73,10 @@ fn exercise(m: &Message, out: &mut Vec<u8>, scratch: &mut Vec<u8>) -> usize {
     let mut n = 0;
     let _ = m.validate();
     n += m.headers().count();
-    n += m.vias().map(|v| v.params().count() + v.host().len()).sum::<usize>();
+    n += m
+        .vias()
+        .map(|v| v.params().count() + v.host().len())
+        .sum::<usize>();
     for c in m.contacts() {
         n += c.params().count();
         let _ = c.expires();
@@ -124,8 +127,9 @@ fn mutate(rng: &mut Rng, src: &[u8], out: &mut Vec<u8>) {
             }
             1 => {
                 let i = rng.below(len + 1);
-                let b = [b'\r', b'\n', b' ', b';', b',', b'"', b'<', b'>', b':', b'%', b'\\', 0, 0xff]
-                    [rng.below(13)];
+                let b = [
+                    b'\r', b'\n', b' ', b';', b',', b'"', b'<', b'>', b':', b'%', b'\\', 0, 0xff,
+                ][rng.below(13)];
                 out.insert(i, b);
             }
             2 if len > 0 => {
@@ -153,7 +157,10 @@ fn mutate(rng: &mut Rng, src: &[u8], out: &mut Vec<u8>) {
             }
             5 => {
                 // Replace a digit run with a huge number.
-                if let Some(i) = (0..len).map(|k| (k + rng.below(len)) % len).find(|&k| out[k].is_ascii_digit()) {
+                if let Some(i) = (0..len)
+                    .map(|k| (k + rng.below(len)) % len)
+                    .find(|&k| out[k].is_ascii_digit())
+                {
                     let huge = b"99999999999999999999999999999999999999";
                     out.splice(i..i + 1, huge.iter().copied());
                 }
@@ -201,7 +208,10 @@ fn mutated_corpus_never_panics() {
         }
     }
     // Most mutants still look like SIP; the test must really have exercised the parser.
-    assert!(parsed * 2 > total, "only {parsed} of {total} mutants parsed");
+    assert!(
+        parsed * 2 > total,
+        "only {parsed} of {total} mutants parsed"
+    );
 }
 
 #[test]
@@ -209,7 +219,14 @@ fn every_truncation_is_handled() {
     let corpus = corpus();
     let mut parser = Parser::new();
     let (mut out, mut scratch) = (Vec::new(), Vec::new());
-    let names = ["builtin-invite", "wsinv", "longreq", "mpart01", "esc01", "intmeth"];
+    let names = [
+        "builtin-invite",
+        "wsinv",
+        "longreq",
+        "mpart01",
+        "esc01",
+        "intmeth",
+    ];
     let mut checked = 0;
     for (name, msg) in corpus.iter().filter(|(n, _)| names.contains(&n.as_str())) {
         for cut in 0..msg.len() {
@@ -246,6 +263,12 @@ fn huge_inputs_are_linear() {
     assert!(m.vias().len() >= 2000);
     assert!(m.validate().is_err());
     let mut out = Vec::new();
-    write_response(&mut out, &m, 400, "Bad Request", &ResponseOptions::default());
+    write_response(
+        &mut out,
+        &m,
+        400,
+        "Bad Request",
+        &ResponseOptions::default(),
+    );
     assert!(out.len() < msg.len() * 2);
 }

@@ -37,7 +37,10 @@ fn req_strategy() -> impl Strategy<Value = Req> {
         "[A-Z][A-Za-z0-9.!%*_+`'~-]{0,12}".prop_map(|s| s.into_bytes()),
     ];
     let params = prop::collection::vec(
-        ("[a-z][a-z0-9-]{0,6}", prop::option::of("[a-zA-Z0-9.-]{1,8}")),
+        (
+            "[a-z][a-z0-9-]{0,6}",
+            prop::option::of("[a-zA-Z0-9.-]{1,8}"),
+        ),
         0..4,
     );
     (
@@ -66,7 +69,17 @@ fn req_strategy() -> impl Strategy<Value = Req> {
         .prop_map(
             |(
                 (method, user, host, port, uri_params, branch, rport, sent_by),
-                (from_display, from_tag, to_tag, call_id, cseq, max_forwards, expires, contacts, body),
+                (
+                    from_display,
+                    from_tag,
+                    to_tag,
+                    call_id,
+                    cseq,
+                    max_forwards,
+                    expires,
+                    contacts,
+                    body,
+                ),
             )| Req {
                 method,
                 user,
