@@ -515,10 +515,10 @@ pub fn run<C: Core, B: BatchIo>(
         }
 
         // --- Timers. ---
-        if core.next_deadline().is_some_and(|d| d <= now) {
-            if !guarded(|| core.on_timers(now, &mut drv)) {
-                drv.stats.core_panics += 1;
-            }
+        if core.next_deadline().is_some_and(|d| d <= now)
+            && !guarded(|| core.on_timers(now, &mut drv))
+        {
+            drv.stats.core_panics += 1;
         }
 
         // --- Shutdown. ---
@@ -576,6 +576,18 @@ pub fn run<C: Core, B: BatchIo>(
         core_counters: core.counters(),
         clean,
     })
+}
+
+/// Runs one call into the core; a panic in it (a bug: bad input must never panic) is caught,
+/// counted and logged, and the shard goes on with its next input instead of taking the whole
+/// server down. The default panic hook has already printed the message and location.
+/// Returns false when it panicked (the caller counts it).
+fn guarded(f: impl FnOnce()) -> bool {
+    let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_ok();
+    if !ok {
+        tracing::error!("the protocol core panicked; input dropped, shard continues");
+    }
+    ok
 }
 
 #[cfg(test)]
@@ -705,16 +717,4 @@ mod tests {
             "no overflow panic"
         );
     }
-}
-
-/// Runs one call into the core; a panic in it (a bug: bad input must never panic) is caught,
-/// counted and logged, and the shard goes on with its next input instead of taking the whole
-/// server down. The default panic hook has already printed the message and location.
-/// Returns false when it panicked (the caller counts it).
-fn guarded(f: impl FnOnce()) -> bool {
-    let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_ok();
-    if !ok {
-        tracing::error!("the protocol core panicked; input dropped, shard continues");
-    }
-    ok
 }
