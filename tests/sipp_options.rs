@@ -21,8 +21,23 @@ fn sipp_options_all_answered() {
     let out = Command::new("sipp")
         .current_dir(&dir)
         .args(["-sf", scenario, &server.addr.to_string()])
-        .args(["-i", "127.0.0.1", "-m", &calls.to_string(), "-r", "1000", "-l", "2000"])
-        .args(["-timeout", "60s", "-timeout_error", "-nostdin", "-trace_err"])
+        .args([
+            "-i",
+            "127.0.0.1",
+            "-m",
+            &calls.to_string(),
+            "-r",
+            "1000",
+            "-l",
+            "2000",
+        ])
+        .args([
+            "-timeout",
+            "60s",
+            "-timeout_error",
+            "-nostdin",
+            "-trace_err",
+        ])
         .stdin(std::process::Stdio::null())
         .output()
         .expect("run sipp");
@@ -37,12 +52,20 @@ fn sipp_options_all_answered() {
         out.status.code(),
         Some(0),
         "sipp failed: {}\n{}\n{errors}",
-        String::from_utf8_lossy(&out.stdout).lines().rev().take(30).collect::<Vec<_>>().join("\n"),
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .rev()
+            .take(30)
+            .collect::<Vec<_>>()
+            .join("\n"),
         String::from_utf8_lossy(&out.stderr)
     );
     let (code, lines, err, _) = server.terminate(Duration::from_secs(10));
     assert_eq!(code, Some(0), "{err}");
-    let line = lines.iter().find(|l| l.starts_with("sipshard stopped")).expect("totals");
+    let line = lines
+        .iter()
+        .find(|l| l.starts_with("sipshard stopped"))
+        .expect("totals");
     let answered: u64 = line
         .split_whitespace()
         .find_map(|kv| kv.strip_prefix("options_answered=")?.parse().ok())

@@ -187,8 +187,8 @@ impl<O: Outbox<Mail>> TxSink for Sink<'_, O> {
 
 /// What to answer a request with, decided before any transaction exists.
 enum Verdict {
-    /// Stateless answer with this status, reason phrase and optional extra header.
-    Stateless(u16, &'static str),
+    /// Stateless answer with this status and reason phrase, and what was wrong (for `Warning`).
+    Stateless(u16, &'static str, Option<&'static str>),
     /// 200 OK to OPTIONS (stateless).
     OptionsOk,
     /// Through a server transaction at the owner shard.
@@ -264,7 +264,7 @@ impl Dispatcher {
                 return;
             }
             Err(Invalid::Reject(r)) => {
-                Verdict::Stateless(r.status, reason_phrase(r.status, r.reason))
+                Verdict::Stateless(r.status, reason_phrase(r.status), Some(r.reason))
             }
         };
         let Some(via) = msg.top_via() else {
@@ -294,10 +294,13 @@ impl Dispatcher {
                 counters.responses_sent += 1;
                 out.send_to(reply_to, out_buf);
             }
-            Verdict::Stateless(status, reason) => {
-                stateless_reject(
-                    *shard, &msg, src, reply_to, status, reason, out_buf, counters, out,
-                );
+            Verdict::Stateless(status, reason, detail) => {
+                let answer = Answer {
+                    status,
+                    reason,
+                    detail,
+                };
+                stateless_reject(*shard, &msg, src, reply_to, answer, out_buf, counters, out);
             }
             Verdict::Stateful => {
                 let call_id = msg.call_id().unwrap_or_default();
@@ -324,44 +327,48 @@ impl Dispatcher {
 /// The stateless decision for a syntactically valid request (steps 2–6 of the module doc).
 fn classify(msg: &Message) -> Verdict {
     let Some(method) = msg.method() else {
-        return Verdict::Stateless(400, "Bad Request");
+        return Verdict::Stateless(400, "Bad Request", None);
     };
     if method == Method::Ack {
         return Verdict::Stateful;
     }
     if msg.top_via().and_then(|v| v.branch()) == Some(b"z9hG4bK".as_slice()) {
-        return Verdict::Stateless(400, "Missing Transaction Identifier");
+        return Verdict::Stateless(400, "Missing Transaction Identifier", None);
     }
     if msg.request_uri_scheme() == Some(Scheme::Other) {
-        return Verdict::Stateless(416, "Unsupported URI Scheme");
+        return Verdict::Stateless(416, "Unsupported URI Scheme", None);
     }
     match method {
         Method::Options => {
             let for_a_user = msg.request_uri().and_then(|u| u.user()).is_some();
             if msg.max_forwards() == Some(0) && for_a_user {
-                return Verdict::Stateless(483, "Too Many Hops");
+                return Verdict::Stateless(483, "Too Many Hops", None);
             }
             let extensions = msg.tokens(HeaderKind::Require).next().is_some()
                 || msg.tokens(HeaderKind::ProxyRequire).next().is_some();
             if extensions {
-                return Verdict::Stateless(420, "Bad Extension");
+                return Verdict::Stateless(420, "Bad Extension", None);
             }
             Verdict::OptionsOk
         }
-        Method::Extension(_) => Verdict::Stateless(501, "Not Implemented"),
+        Method::Extension(_) => Verdict::Stateless(501, "Not Implemented", None),
         _ => Verdict::Stateful,
     }
 }
 
-fn reason_phrase(status: u16, detail: &'static str) -> &'static str {
+fn reason_phrase(status: u16) -> &'static str {
     match status {
         505 => "Version Not Supported",
         501 => "Not Implemented",
-        _ => {
-            let _ = detail;
-            "Bad Request"
-        }
+        _ => "Bad Request",
     }
+}
+
+/// A stateless answer: status, reason phrase, and the detail that goes into `Warning: 399`.
+struct Answer {
+    status: u16,
+    reason: &'static str,
+    detail: Option<&'static str>,
 }
 
 /// Where responses to this request go (RFC 3261 §18.2.2 for UDP, RFC 3581): the packet's source
@@ -408,14 +415,26 @@ fn stateless_reject<O: Outbox<Mail>>(
     msg: &Message,
     src: SocketAddr,
     reply_to: SocketAddr,
-    status: u16,
-    reason: &'static str,
+    answer: Answer,
     out_buf: &mut Vec<u8>,
     counters: &mut DispatchCounters,
     out: &mut O,
 ) {
+    let Answer {
+        status,
+        reason,
+        detail,
+    } = answer;
     let tag = to_tag(shard, msg);
     let unsupported = unsupported_list(msg, status);
+    // `399 sipshard "<what was wrong>"`: the validator's reasons are fixed ASCII without quotes.
+    let mut warning = [0u8; 160];
+    let warning_len = detail.map_or(0, |d| {
+        let text = [b"399 sipshard \"".as_slice(), d.as_bytes(), b"\""].concat();
+        let n = text.len().min(warning.len());
+        warning[..n].copy_from_slice(&text[..n]);
+        n
+    });
     let mut headers: [(&str, &[u8]); 3] =
         [("Server", SERVER_NAME.as_bytes()), ("", b""), ("", b"")];
     let mut n = 1;
@@ -423,8 +442,8 @@ fn stateless_reject<O: Outbox<Mail>>(
         headers[n] = ("Unsupported", &unsupported[..]);
         n += 1;
     }
-    if status == 405 {
-        headers[n] = ("Allow", ALLOW.as_bytes());
+    if warning_len > 0 {
+        headers[n] = ("Warning", &warning[..warning_len]);
         n += 1;
     }
     let opts = ResponseOptions {
