@@ -27,7 +27,8 @@
 //!   retransmitted final until Timer D (32 s).
 //! - [`TransactionLayer::start_cancel`]`(invite_id, bytes, token, now, sink)`: CANCEL as its own
 //!   non-INVITE client transaction on the INVITE's branch and destination. Allowed once the INVITE
-//!   got a provisional and no final (§9.1); the INVITE then gets at most 64·T1 more for a final.
+//!   got a provisional and no final (§9.1); the INVITE then waits 64·T1 for its final (the trying
+//!   and ringing limits no longer apply) before `NoFinalAfterCancel`.
 //! - Endings with no (adequate) response arrive as [`TxEvent::Timeout`] with a [`TimeoutCause`]
 //!   and the owner's token. An INVITE client transaction that timed out lingers 64·T1 silently so
 //!   the owner can still CANCEL it, a late non-2xx is ACKed, and a late 2xx is passed up
@@ -66,6 +67,24 @@
 //!
 //! Server transactions wait for the owner without a time limit until it responds: the owner must
 //! eventually `respond` with a final or `terminate` them (the proxy core's client timers bound this).
+//!
+//! # Design notes
+//! - Storage: a slab (`Vec` + free list) of slots addressed by [`TxId`] (index + generation).
+//!   Freed slots keep their buffers (up to 8 KiB), so steady state allocates nothing; keys up to
+//!   96 bytes live inside the slot, so a match costs one table probe and one slot visit.
+//! - Matching: keys are length-prefixed byte strings (`C` method branch; `S` method-class branch
+//!   sent-by; `L` the RFC 2543 fields), hashed once with a per-layer random ahash (no hash
+//!   flooding). The table maps hash → first slot; slots with equal hashes form an intrusive chain,
+//!   and the full key is always compared.
+//! - Timers: at most two per transaction in the shard's [`TimerWheel`]: the re-send timer and the
+//!   lifetime timer (failure or cleanup). Each fired entry is checked against the slot's
+//!   generation and current handle, so stale entries are harmless. Re-sends are scheduled from
+//!   the previous deadline, not from the poll time, so a late poll does not shift the grid, and a
+//!   re-send that would coincide with or follow the failure deadline is never armed.
+//! - Deliberate differences from RFC 3261's UDP timers: VOS3000's schedule replaces Timers A/B/E/F
+//!   (client) and G/H (INVITE server). A failed INVITE client transaction lingers 64·T1 instead of
+//!   vanishing (CANCEL, late finals). The RFC 2543 ACK's To tag is not compared (see
+//!   [`LegacyKey`]). The layer sends no automatic 100 Trying: the owner does.
 
 mod branch;
 
@@ -229,7 +248,7 @@ pub struct LegacyKey<'a> {
 /// How a received request is matched to a server transaction.
 #[derive(Clone, Copy, Debug)]
 pub enum ServerKey<'a> {
-    /// Branch with the magic cookie, and the sent-by (host[:port]) of the top Via.
+    /// Branch with the magic cookie, and the sent-by (`host[:port]`) of the top Via.
     Rfc3261 {
         branch: &'a [u8],
         sent_by: &'a [u8],
@@ -354,9 +373,8 @@ struct Tx {
     state: TxState,
     hash: u64,
     hash_next: u32,
-    /// Matching key; bytes `[..key_len]` are hashed, the rest is an RFC 2543 To tag.
-    key: Vec<u8>,
-    key_len: usize,
+    /// Matching key; the hashed part, then an RFC 2543 To tag.
+    key: KeyStore,
     /// The datagram to (re-)send: request, ACK, or last response.
     buf: Vec<u8>,
     peer: SocketAddr,
@@ -373,6 +391,69 @@ struct Tx {
     cancelled: bool,
     failed: bool,
     has_provisional: bool,
+}
+
+/// Bytes of keys up to this size live inside the slot, so matching does not chase a pointer.
+const INLINE_KEY: usize = 96;
+
+/// A transaction's key: the hashed part then unhashed extra bytes, inline when small.
+struct KeyStore {
+    hashed_len: u32,
+    len: u32,
+    inline: [u8; INLINE_KEY],
+    heap: Vec<u8>,
+}
+
+impl Default for KeyStore {
+    fn default() -> Self {
+        Self {
+            hashed_len: 0,
+            len: 0,
+            inline: [0; INLINE_KEY],
+            heap: Vec::new(),
+        }
+    }
+}
+
+impl KeyStore {
+    fn set(&mut self, hashed: &[u8], extra: &[u8]) {
+        let len = hashed.len() + extra.len();
+        self.hashed_len = hashed.len() as u32;
+        self.len = len as u32;
+        if len <= INLINE_KEY {
+            self.inline[..hashed.len()].copy_from_slice(hashed);
+            self.inline[hashed.len()..len].copy_from_slice(extra);
+        } else {
+            self.heap.clear();
+            self.heap.extend_from_slice(hashed);
+            self.heap.extend_from_slice(extra);
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        let len = self.len as usize;
+        if len <= INLINE_KEY {
+            &self.inline[..len]
+        } else {
+            &self.heap
+        }
+    }
+
+    fn hashed(&self) -> &[u8] {
+        &self.bytes()[..self.hashed_len as usize]
+    }
+
+    fn extra(&self) -> &[u8] {
+        &self.bytes()[self.hashed_len as usize..]
+    }
+
+    fn clear(&mut self) {
+        self.len = 0;
+        self.hashed_len = 0;
+        if self.heap.capacity() > KEEP_CAPACITY {
+            self.heap = Vec::new();
+        }
+    }
 }
 
 struct Slot {
@@ -592,8 +673,8 @@ impl TransactionLayer {
         while i != NIL {
             let t = &self.slots[i as usize].tx;
             if t.hash == hash
-                && &t.key[..t.key_len] == key
-                && to_tag.map_or(true, |tag| &t.key[t.key_len..] == tag)
+                && t.key.hashed() == key
+                && to_tag.map_or(true, |tag| t.key.extra() == tag)
             {
                 return Some(i);
             }
@@ -609,7 +690,7 @@ impl TransactionLayer {
         let mut i = *self.heads.get(&hash)?;
         while i != NIL {
             let t = &self.slots[i as usize].tx;
-            if t.hash == hash && &t.key[..t.key_len] == key {
+            if t.hash == hash && t.key.hashed() == key {
                 if matches!(
                     t.state,
                     TxState::Completed | TxState::Confirmed | TxState::Accepted
@@ -650,8 +731,7 @@ impl TransactionLayer {
                     state,
                     hash: 0,
                     hash_next: NIL,
-                    key: Vec::new(),
-                    key_len: 0,
+                    key: KeyStore::default(),
                     buf: Vec::new(),
                     peer,
                     token,
@@ -679,10 +759,7 @@ impl TransactionLayer {
         t.state = state;
         t.hash = hash;
         t.hash_next = head;
-        t.key.clear();
-        t.key.extend_from_slice(&self.key_scratch);
-        t.key_len = self.key_scratch.len();
-        t.key.extend_from_slice(extra);
+        t.key.set(&self.key_scratch, extra);
         t.buf.clear();
         t.peer = peer;
         t.token = token;
@@ -738,11 +815,10 @@ impl TransactionLayer {
         slot.generation = slot.generation.wrapping_add(1);
         slot.next_free = self.free_head;
         slot.tx.hash_next = NIL;
-        for v in [&mut slot.tx.key, &mut slot.tx.buf] {
-            v.clear();
-            if v.capacity() > KEEP_CAPACITY {
-                *v = Vec::new();
-            }
+        slot.tx.key.clear();
+        slot.tx.buf.clear();
+        if slot.tx.buf.capacity() > KEEP_CAPACITY {
+            slot.tx.buf = Vec::new();
         }
         self.free_head = index;
         if kind.is_client() {
@@ -959,8 +1035,9 @@ impl TransactionLayer {
     }
 
     /// Send a CANCEL for a proceeding INVITE client transaction as its own client transaction
-    /// (same branch and destination, method CANCEL). The INVITE then ends at the latest 64·T1 from
-    /// now ([`TimeoutCause::NoFinalAfterCancel`]) unless a final arrives.
+    /// (same branch and destination, method CANCEL). A proceeding INVITE then fails 64·T1 from now
+    /// ([`TimeoutCause::NoFinalAfterCancel`]) unless a final arrives; one that already timed out
+    /// keeps its linger period.
     pub fn start_cancel<S: TxSink>(
         &mut self,
         invite: TxId,
@@ -976,7 +1053,7 @@ impl TransactionLayer {
                     && matches!(t.state, TxState::Proceeding | TxState::TimedOut)
                     && !t.cancelled;
                 if cancellable {
-                    client_key(&mut key, b"CANCEL", branch_of_client_key(&t.key));
+                    client_key(&mut key, b"CANCEL", branch_of_client_key(t.key.hashed()));
                     Ok(t.peer)
                 } else {
                     Err(StartError::NotCancellable)
@@ -989,7 +1066,8 @@ impl TransactionLayer {
         let id = self.start_client_keyed(false, dst, bytes, token, now, sink)?;
         let t = self.tx_mut(invite).expect("checked above");
         t.cancelled = true;
-        if t.state == TxState::Proceeding && now + T1X64_MS < t.life_due {
+        if t.state == TxState::Proceeding {
+            // The owner gave up on the call: trying/ringing limits no longer apply (§9.1).
             self.set_life(
                 invite.index,
                 now + T1X64_MS,
@@ -1123,7 +1201,6 @@ impl TransactionLayer {
         now: Millis,
         sink: &mut S,
     ) -> RequestOutcome {
-        let _ = now;
         let mut key = std::mem::take(&mut self.key_scratch);
         let to_tag = server_key(&mut key, req.method, &req.key);
         let hash = self.hash_key(&key);
