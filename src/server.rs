@@ -17,10 +17,9 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::config::{Config, IoBackendKind, ServerConfig};
-use crate::dispatch::{Core, Outbox, ShardId};
+use crate::dispatch::{Core, Dispatcher, ShardId};
 use crate::io::{self as bio, BatchIo, PortableIo, SocketOptions};
 use crate::shard::{self, Clock, Control, ShardExit, ShardSettings, ShardStats};
-use crate::timer::Millis;
 
 /// Extra time `join` allows beyond `shutdown_timeout_ms` for threads to finish their last flush.
 const JOIN_GRACE: Duration = Duration::from_secs(2);
@@ -363,44 +362,41 @@ pub fn run_with<C: Core>(
             for s in &report.shards {
                 tracing::debug!(shard = s.id, stats = ?s.stats, core = ?s.core_counters, "shard totals");
             }
+            // One machine-readable line on stdout: runtime totals, then the cores' counters
+            // summed over shards (tests and operators read it).
+            let mut line = format!("sipshard stopped in {} ms:", started.elapsed().as_millis());
+            for (k, v) in report.total.pairs() {
+                line.push_str(&format!(" {k}={v}"));
+            }
+            for (k, v) in sum_core_counters(&report.shards) {
+                line.push_str(&format!(" {k}={v}"));
+            }
+            println!("{line}");
             Ok(())
         }
         Err(e) => Err(format!("shutdown: {e}")),
     }
 }
 
-/// Run the server with `config` until SIGTERM/SIGINT. Called by `sipshard run`.
-///
-/// PLACEHOLDER CORE: until the protocol core (`dispatch::Dispatcher`) exists, this runs
-/// [`CountingCore`], which answers nothing and only counts datagrams. The lead swaps in the real
-/// core here: `run_with(config, |shard, shards| Dispatcher::new(...))`.
+/// Run the server with `config` until SIGTERM/SIGINT, with one [`Dispatcher`] per shard.
+/// Called by `sipshard run`.
 pub fn run_main(config: Config) -> Result<(), String> {
-    run_with(config, |_, _| CountingCore::default())
+    let core_config = config.clone();
+    run_with(config, move |shard, shards| {
+        Dispatcher::new(shard, shards, &core_config, 0)
+    })
 }
 
-/// Placeholder core for `run_main`: answers nothing, counts datagrams and bytes.
-#[derive(Debug, Default)]
-struct CountingCore {
-    datagrams: u64,
-    bytes: u64,
-}
-
-impl Core for CountingCore {
-    type Mail = ();
-
-    fn on_datagram<O: Outbox<()>>(&mut self, _: Millis, _: SocketAddr, data: &[u8], _: &mut O) {
-        self.datagrams += 1;
-        self.bytes += data.len() as u64;
+/// The cores' counters summed by name over shards, in first-seen order.
+fn sum_core_counters(shards: &[ShardExit]) -> Vec<(&'static str, u64)> {
+    let mut sums: Vec<(&'static str, u64)> = Vec::new();
+    for s in shards {
+        for &(k, v) in &s.core_counters {
+            match sums.iter_mut().find(|(n, _)| *n == k) {
+                Some(e) => e.1 += v,
+                None => sums.push((k, v)),
+            }
+        }
     }
-    fn on_mail<O: Outbox<()>>(&mut self, _: Millis, _: (), _: &mut O) {}
-    fn on_timers<O: Outbox<()>>(&mut self, _: Millis, _: &mut O) {}
-    fn next_deadline(&self) -> Option<Millis> {
-        None
-    }
-    fn on_shutdown<O: Outbox<()>>(&mut self, _: Millis, _: &mut O) -> bool {
-        true
-    }
-    fn counters(&self) -> Vec<(&'static str, u64)> {
-        vec![("datagrams", self.datagrams), ("bytes", self.bytes)]
-    }
+    sums
 }

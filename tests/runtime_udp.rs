@@ -522,3 +522,44 @@ fn shutdown_is_bounded_when_core_never_finishes() {
         "on_shutdown asked repeatedly"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// A panicking core: the shard survives, counts it and goes on.
+
+struct PanicsOnBang;
+
+impl Core for PanicsOnBang {
+    type Mail = ();
+    fn on_datagram<O: Outbox<()>>(&mut self, _: Millis, src: SocketAddr, data: &[u8], out: &mut O) {
+        if data == b"bang" {
+            panic!("test core: bang");
+        }
+        out.send_to(src, data);
+    }
+    fn on_mail<O: Outbox<()>>(&mut self, _: Millis, _: (), _: &mut O) {}
+    fn on_timers<O: Outbox<()>>(&mut self, _: Millis, _: &mut O) {}
+    fn next_deadline(&self) -> Option<Millis> {
+        None
+    }
+    fn on_shutdown<O: Outbox<()>>(&mut self, _: Millis, _: &mut O) -> bool {
+        true
+    }
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
+}
+
+#[test]
+fn a_panic_in_the_core_is_counted_and_the_shard_goes_on() {
+    let srv = server::start(&cfg(1, IoBackendKind::Auto), |_, _| PanicsOnBang).unwrap();
+    let addr = srv.local_addr();
+    let c = client();
+    c.send_to(b"bang", addr).unwrap();
+    c.send_to(b"after", addr).unwrap();
+    let (_, reply) = recv(&c);
+    assert_eq!(reply, b"after");
+    srv.shutdown();
+    let report = srv.join().unwrap();
+    assert_eq!(report.total.core_panics, 1);
+    assert_eq!(report.total.datagrams_in, 2);
+}

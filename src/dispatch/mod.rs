@@ -46,3 +46,7 @@ pub trait Core: Send + 'static {
     /// Counters for logs and (later) metrics, as (name, value) pairs.
     fn counters(&self) -> Vec<(&'static str, u64)>;
 }
+
+mod dispatcher;
+
+pub use dispatcher::{owner_of_call_id, DispatchCounters, Dispatcher, Mail, ALLOW, SERVER_NAME};

@@ -101,6 +101,9 @@ pub struct ShardStats {
     /// Receive-queue drops the kernel reported (SO_RXQ_OVFL), when the backend can tell.
     pub kernel_drops: u64,
     pub loop_iterations: u64,
+    /// Panics caught in the core while it handled one datagram, mail or timer tick. Each is a
+    /// bug: it is logged with the panic message, the input is dropped and the shard goes on.
+    pub core_panics: u64,
 }
 
 macro_rules! stats_fields {
@@ -118,7 +121,8 @@ macro_rules! stats_fields {
             mailbox_full_drops,
             send_queue_drops,
             kernel_drops,
-            loop_iterations
+            loop_iterations,
+            core_panics
         )
     };
 }
@@ -159,6 +163,7 @@ pub struct ShardCounters {
     send_queue_drops: AtomicU64,
     kernel_drops: AtomicU64,
     loop_iterations: AtomicU64,
+    core_panics: AtomicU64,
 }
 
 impl ShardCounters {
@@ -456,7 +461,9 @@ pub fn run<C: Core, B: BatchIo>(
                             }
                             drv.stats.datagrams_in += 1;
                             drv.stats.bytes_in += d.data.len() as u64;
-                            core.on_datagram(now, d.src, d.data, &mut drv);
+                            if !guarded(|| core.on_datagram(now, d.src, d.data, &mut drv)) {
+                                drv.stats.core_panics += 1;
+                            }
                         }
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -485,7 +492,9 @@ pub fn run<C: Core, B: BatchIo>(
                 break;
             };
             drv.stats.mail_in += 1;
-            core.on_mail(now, m, &mut drv);
+            if !guarded(|| core.on_mail(now, m, &mut drv)) {
+                drv.stats.core_panics += 1;
+            }
         }
         more_mail = false;
         let budget = RX_ROUNDS * io_batch;
@@ -497,15 +506,19 @@ pub fn run<C: Core, B: BatchIo>(
             match inbox.try_recv() {
                 Ok(m) => {
                     drv.stats.mail_in += 1;
-                    core.on_mail(now, m, &mut drv);
+                    if !guarded(|| core.on_mail(now, m, &mut drv)) {
+                        drv.stats.core_panics += 1;
+                    }
                 }
                 Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => break,
             }
         }
 
         // --- Timers. ---
-        if core.next_deadline().is_some_and(|d| d <= now) {
-            core.on_timers(now, &mut drv);
+        if core.next_deadline().is_some_and(|d| d <= now)
+            && !guarded(|| core.on_timers(now, &mut drv))
+        {
+            drv.stats.core_panics += 1;
         }
 
         // --- Shutdown. ---
@@ -563,6 +576,18 @@ pub fn run<C: Core, B: BatchIo>(
         core_counters: core.counters(),
         clean,
     })
+}
+
+/// Runs one call into the core; a panic in it (a bug: bad input must never panic) is caught,
+/// counted and logged, and the shard goes on with its next input instead of taking the whole
+/// server down. The default panic hook has already printed the message and location.
+/// Returns false when it panicked (the caller counts it).
+fn guarded(f: impl FnOnce()) -> bool {
+    let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_ok();
+    if !ok {
+        tracing::error!("the protocol core panicked; input dropped, shard continues");
+    }
+    ok
 }
 
 #[cfg(test)]

@@ -53,7 +53,12 @@ pub fn start_with_args(args: &[&str]) -> Result<Server, String> {
             Ok(line) => {
                 if let Some(addr) = parse_ready_line(&line) {
                     let stderr = child.stderr.take();
-                    return Ok(Server { child: Some(child), addr, lines: rx, stderr });
+                    return Ok(Server {
+                        child: Some(child),
+                        addr,
+                        lines: rx,
+                        stderr,
+                    });
                 }
             }
             Err(_) => {
@@ -119,7 +124,12 @@ impl Server {
             return (status.and_then(|s| s.code()), lines, err, elapsed);
         }
         let status = child.wait().ok();
-        (status.and_then(|s| s.code()), Vec::new(), err, started.elapsed())
+        (
+            status.and_then(|s| s.code()),
+            Vec::new(),
+            err,
+            started.elapsed(),
+        )
     }
 
     pub fn pid(&self) -> u32 {
@@ -167,7 +177,10 @@ pub fn rfc4475_dir() -> Option<PathBuf> {
     if std::env::var("CI").as_deref() == Ok("true") {
         panic!("{} is missing and CI=true", dir.display());
     }
-    eprintln!("notice: {} is missing; skipping (this fails when CI=true)", dir.display());
+    eprintln!(
+        "notice: {} is missing; skipping (this fails when CI=true)",
+        dir.display()
+    );
     None
 }
 

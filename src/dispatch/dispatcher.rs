@@ -1,0 +1,709 @@
+//! The per-shard dispatcher: what sipshard does with each datagram at this stage.
+//!
+//! Owns: the shard's parser, transaction layer and response buffer; the ownership rule for
+//! requests and responses; the stateless answers (OPTIONS 200, 400/505/501/416/420/483) and the
+//! transaction-stateful ones (405 for methods not yet served, CANCEL 200/481, ACK absorption).
+//! Must not: touch sockets, threads, clocks or locks (time comes in, output goes to an `Outbox`).
+//!
+//! Order of checks for a request (RFC 3261 §8.2 and §16.3):
+//! 1. syntax (`sip::Message::validate`): 400, 505, or 501 for an unknown method whose CSeq
+//!    disagrees; a request without a usable Via is dropped and counted;
+//! 2. ACK never gets a response: it goes to its INVITE server transaction or is dropped;
+//! 3. a branch that is only the magic cookie `z9hG4bK` (RFC 4475 §3.2.1): 400;
+//! 4. Request-URI scheme other than sip/sips/tel: 416;
+//! 5. method: unknown → 501; known but not served yet (INVITE, REGISTER, BYE, …) → 405 with
+//!    `Allow`, through a server transaction so retransmissions are absorbed and a 405 to an INVITE
+//!    is re-sent until its ACK; CANCEL → 200 when it matches a live INVITE server transaction,
+//!    else 481;
+//! 6. OPTIONS: Max-Forwards 0 on a request for a user (R-URI with a user part, so not for this
+//!    server itself) → 483; any Require/Proxy-Require → 420 with `Unsupported`; else 200,
+//!    answered statelessly by whichever shard received it.
+//!
+//! Ownership (architecture guide): stateful requests belong to `hash(Call-ID) % shards`; a response
+//! belongs to the shard written into the Via branch we generated. A datagram that lands elsewhere
+//! is handed over raw; the owner answers from its own socket (same local address).
+
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::net::SocketAddr;
+
+use crate::config::Config;
+use crate::sip::{
+    write_response, HeaderKind, Invalid, Message, Method, Parser, ResponseOptions, Rport, Scheme,
+};
+use crate::timer::Millis;
+use crate::transaction::{
+    has_magic_cookie, shard_of_branch, LegacyKey, RequestInfo, RequestOutcome, ResponseInfo,
+    ResponseOutcome, ServerKey, TransactionLayer, TxEvent, TxSink,
+};
+
+use super::{Core, Outbox, ShardId};
+
+/// `Server:` header value.
+pub const SERVER_NAME: &str = concat!("sipshard/", env!("CARGO_PKG_VERSION"));
+/// Methods served at this stage (`Allow:` in 405 and OPTIONS responses).
+pub const ALLOW: &str = "OPTIONS, ACK, CANCEL";
+
+/// What shards send each other.
+#[derive(Debug)]
+pub enum Mail {
+    /// A datagram received by another shard that belongs to this one.
+    Datagram { src: SocketAddr, data: Box<[u8]> },
+}
+
+/// The shard that owns the state of a call or transaction with this Call-ID. Every shard computes
+/// the same answer (fixed hash seeds).
+pub fn owner_of_call_id(call_id: &[u8], shards: usize) -> ShardId {
+    if shards <= 1 {
+        return 0;
+    }
+    (fixed_hasher().hash_one(call_id) % shards as u64) as usize
+}
+
+fn fixed_hasher() -> ahash::RandomState {
+    ahash::RandomState::with_seeds(
+        0x5157_5348_4152_4431,
+        0x243f_6a88_85a3_08d3,
+        0x1319_8a2e_0370_7344,
+        0xa409_3822_299f_31d0,
+    )
+}
+
+/// Counters of one dispatcher (summed over shards by the runtime).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DispatchCounters {
+    pub datagrams: u64,
+    pub requests: u64,
+    pub responses: u64,
+    pub handed_out: u64,
+    pub handed_in: u64,
+    pub options_answered: u64,
+    pub responses_sent: u64,
+    pub rejected_400: u64,
+    pub rejected_405: u64,
+    pub rejected_416: u64,
+    pub rejected_420: u64,
+    pub rejected_481: u64,
+    pub rejected_483: u64,
+    pub rejected_501: u64,
+    pub rejected_505: u64,
+    pub cancel_200: u64,
+    pub acks_absorbed: u64,
+    pub drop_keepalive: u64,
+    pub drop_not_sip: u64,
+    pub drop_invalid_response: u64,
+    pub drop_request_without_via: u64,
+    pub drop_stray_response: u64,
+    pub drop_stray_ack: u64,
+    pub drop_oversize: u64,
+}
+
+impl DispatchCounters {
+    fn count_rejection(&mut self, status: u16) {
+        match status {
+            400 => self.rejected_400 += 1,
+            405 => self.rejected_405 += 1,
+            416 => self.rejected_416 += 1,
+            420 => self.rejected_420 += 1,
+            481 => self.rejected_481 += 1,
+            483 => self.rejected_483 += 1,
+            501 => self.rejected_501 += 1,
+            505 => self.rejected_505 += 1,
+            _ => {}
+        }
+    }
+
+    /// Every datagram dropped without an answer, whatever the cause.
+    pub fn dropped(&self) -> u64 {
+        self.drop_keepalive
+            + self.drop_not_sip
+            + self.drop_invalid_response
+            + self.drop_request_without_via
+            + self.drop_stray_response
+            + self.drop_stray_ack
+            + self.drop_oversize
+    }
+
+    pub fn pairs(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("datagrams", self.datagrams),
+            ("requests", self.requests),
+            ("responses", self.responses),
+            ("handed_out", self.handed_out),
+            ("handed_in", self.handed_in),
+            ("options_answered", self.options_answered),
+            ("responses_sent", self.responses_sent),
+            ("rejected_400", self.rejected_400),
+            ("rejected_405", self.rejected_405),
+            ("rejected_416", self.rejected_416),
+            ("rejected_420", self.rejected_420),
+            ("rejected_481", self.rejected_481),
+            ("rejected_483", self.rejected_483),
+            ("rejected_501", self.rejected_501),
+            ("rejected_505", self.rejected_505),
+            ("cancel_200", self.cancel_200),
+            ("acks_absorbed", self.acks_absorbed),
+            ("dropped", self.dropped()),
+            ("drop_keepalive", self.drop_keepalive),
+            ("drop_not_sip", self.drop_not_sip),
+            ("drop_invalid_response", self.drop_invalid_response),
+            ("drop_request_without_via", self.drop_request_without_via),
+            ("drop_stray_response", self.drop_stray_response),
+            ("drop_stray_ack", self.drop_stray_ack),
+            ("drop_oversize", self.drop_oversize),
+        ]
+    }
+}
+
+/// The protocol core of one shard.
+pub struct Dispatcher {
+    shard: ShardId,
+    shards: usize,
+    max_datagram: usize,
+    parser: Parser,
+    tx: TransactionLayer,
+    /// Reused response buffer.
+    out_buf: Vec<u8>,
+    /// Reused scratch for the sent-by key.
+    sent_by: Vec<u8>,
+    counters: DispatchCounters,
+}
+
+/// Adapts the runtime's `Outbox` to the transaction layer's sink.
+struct Sink<'o, O> {
+    out: &'o mut O,
+    sent: &'o mut u64,
+}
+
+impl<O: Outbox<Mail>> TxSink for Sink<'_, O> {
+    fn send(&mut self, dst: SocketAddr, data: &[u8]) {
+        *self.sent += 1;
+        self.out.send_to(dst, data);
+    }
+    fn event(&mut self, _ev: TxEvent) {
+        // Timeouts are counted by the layer itself; nothing above the server transactions waits
+        // for them at this stage.
+    }
+}
+
+/// What to answer a request with, decided before any transaction exists.
+enum Verdict {
+    /// Stateless answer with this status and reason phrase, and what was wrong (for `Warning`).
+    Stateless(u16, &'static str, Option<&'static str>),
+    /// 200 OK to OPTIONS (stateless).
+    OptionsOk,
+    /// Through a server transaction at the owner shard.
+    Stateful,
+}
+
+impl Dispatcher {
+    pub fn new(shard: ShardId, shards: usize, config: &Config, now: Millis) -> Self {
+        Self {
+            shard,
+            shards: shards.max(1),
+            max_datagram: config.server.max_datagram_bytes,
+            parser: Parser::new(),
+            tx: TransactionLayer::new(&config.sip.timers, now),
+            out_buf: Vec::with_capacity(2048),
+            sent_by: Vec::with_capacity(64),
+            counters: DispatchCounters::default(),
+        }
+    }
+
+    pub fn dispatch_counters(&self) -> DispatchCounters {
+        self.counters
+    }
+
+    pub fn transactions(&self) -> &TransactionLayer {
+        &self.tx
+    }
+
+    fn handle<O: Outbox<Mail>>(
+        &mut self,
+        now: Millis,
+        src: SocketAddr,
+        data: &[u8],
+        handed_in: bool,
+        out: &mut O,
+    ) {
+        if data.len() > self.max_datagram {
+            self.counters.drop_oversize += 1;
+            return;
+        }
+        if data
+            .iter()
+            .all(|b| matches!(b, b'\r' | b'\n' | b' ' | b'\t' | 0))
+        {
+            // CRLF keep-alives (and empty datagrams) carry nothing to answer.
+            self.counters.drop_keepalive += 1;
+            return;
+        }
+        let Self {
+            shard,
+            shards,
+            parser,
+            tx,
+            out_buf,
+            sent_by,
+            counters,
+            ..
+        } = self;
+        let Ok(msg) = parser.parse(data) else {
+            counters.drop_not_sip += 1;
+            return;
+        };
+        if !msg.is_request() {
+            counters.responses += 1;
+            handle_response(*shard, &msg, data, src, handed_in, now, tx, counters, out);
+            return;
+        }
+        counters.requests += 1;
+        let verdict = match msg.validate() {
+            Ok(()) => classify(&msg),
+            Err(Invalid::Drop(_)) => {
+                counters.drop_invalid_response += 1;
+                return;
+            }
+            Err(Invalid::Reject(r)) => {
+                Verdict::Stateless(r.status, reason_phrase(r.status), Some(r.reason))
+            }
+        };
+        let Some(via) = msg.top_via() else {
+            counters.drop_request_without_via += 1;
+            return;
+        };
+        if !msg.can_respond() {
+            counters.drop_request_without_via += 1;
+            return;
+        }
+        let reply_to = reply_address(&via, src);
+        match verdict {
+            Verdict::OptionsOk => {
+                let tag = to_tag(*shard, &msg);
+                let opts = ResponseOptions {
+                    source: Some(src),
+                    to_tag: Some(&tag),
+                    headers: &[
+                        ("Allow", ALLOW.as_bytes()),
+                        ("Accept", b"application/sdp"),
+                        ("Server", SERVER_NAME.as_bytes()),
+                    ],
+                    body: &[],
+                };
+                write_response(out_buf, &msg, 200, "OK", &opts);
+                counters.options_answered += 1;
+                counters.responses_sent += 1;
+                out.send_to(reply_to, out_buf);
+            }
+            Verdict::Stateless(status, reason, detail) => {
+                let answer = Answer {
+                    status,
+                    reason,
+                    detail,
+                };
+                stateless_reject(*shard, &msg, src, reply_to, answer, out_buf, counters, out);
+            }
+            Verdict::Stateful => {
+                let call_id = msg.call_id().unwrap_or_default();
+                let owner = owner_of_call_id(call_id, *shards);
+                if owner != *shard && !handed_in {
+                    counters.handed_out += 1;
+                    out.mail(
+                        owner,
+                        Mail::Datagram {
+                            src,
+                            data: data.into(),
+                        },
+                    );
+                    return;
+                }
+                stateful(
+                    *shard, &msg, &via, src, reply_to, now, tx, out_buf, sent_by, counters, out,
+                );
+            }
+        }
+    }
+}
+
+/// The stateless decision for a syntactically valid request (steps 2–6 of the module doc).
+fn classify(msg: &Message) -> Verdict {
+    let Some(method) = msg.method() else {
+        return Verdict::Stateless(400, "Bad Request", None);
+    };
+    if method == Method::Ack {
+        return Verdict::Stateful;
+    }
+    if msg.top_via().and_then(|v| v.branch()) == Some(b"z9hG4bK".as_slice()) {
+        return Verdict::Stateless(400, "Missing Transaction Identifier", None);
+    }
+    if msg.request_uri_scheme() == Some(Scheme::Other) {
+        return Verdict::Stateless(416, "Unsupported URI Scheme", None);
+    }
+    match method {
+        Method::Options => {
+            let for_a_user = msg.request_uri().and_then(|u| u.user()).is_some();
+            if msg.max_forwards() == Some(0) && for_a_user {
+                return Verdict::Stateless(483, "Too Many Hops", None);
+            }
+            let extensions = msg.tokens(HeaderKind::Require).next().is_some()
+                || msg.tokens(HeaderKind::ProxyRequire).next().is_some();
+            if extensions {
+                return Verdict::Stateless(420, "Bad Extension", None);
+            }
+            Verdict::OptionsOk
+        }
+        Method::Extension(_) => Verdict::Stateless(501, "Not Implemented", None),
+        _ => Verdict::Stateful,
+    }
+}
+
+fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        505 => "Version Not Supported",
+        501 => "Not Implemented",
+        _ => "Bad Request",
+    }
+}
+
+/// A stateless answer: status, reason phrase, and the detail that goes into `Warning: 399`.
+struct Answer {
+    status: u16,
+    reason: &'static str,
+    detail: Option<&'static str>,
+}
+
+/// Where responses to this request go (RFC 3261 §18.2.2 for UDP, RFC 3581): the packet's source
+/// IP, and its source port when the client asked for rport, else the Via's port (default 5060).
+/// `maddr` (multicast) is not supported: the source address is used.
+fn reply_address(via: &crate::sip::Via, src: SocketAddr) -> SocketAddr {
+    if via.rport() != Rport::Absent {
+        return src;
+    }
+    SocketAddr::new(src.ip(), via.port().unwrap_or(5060))
+}
+
+/// A To-tag that is the same for every retransmission of a request (so stateless answers agree)
+/// and names the shard that made it: `s<shard>.<16 hex digits>`.
+fn to_tag(shard: ShardId, msg: &Message) -> [u8; 20] {
+    let mut h = fixed_hasher().build_hasher();
+    msg.call_id().unwrap_or_default().hash(&mut h);
+    msg.from()
+        .and_then(|f| f.tag())
+        .unwrap_or_default()
+        .hash(&mut h);
+    msg.cseq().map(|c| c.seq).unwrap_or(0).hash(&mut h);
+    msg.top_via()
+        .and_then(|v| v.branch())
+        .unwrap_or_default()
+        .hash(&mut h);
+    let v = h.finish();
+    let mut tag = [b'0'; 20];
+    tag[0] = b's';
+    tag[1] = HEX[(shard >> 4) & 0xf];
+    tag[2] = HEX[shard & 0xf];
+    tag[3] = b'.';
+    for i in 0..16 {
+        tag[4 + i] = HEX[((v >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    tag
+}
+
+const HEX: [u8; 16] = *b"0123456789abcdef";
+
+#[allow(clippy::too_many_arguments)]
+fn stateless_reject<O: Outbox<Mail>>(
+    shard: ShardId,
+    msg: &Message,
+    src: SocketAddr,
+    reply_to: SocketAddr,
+    answer: Answer,
+    out_buf: &mut Vec<u8>,
+    counters: &mut DispatchCounters,
+    out: &mut O,
+) {
+    let Answer {
+        status,
+        reason,
+        detail,
+    } = answer;
+    let tag = to_tag(shard, msg);
+    let unsupported = unsupported_list(msg, status);
+    // `399 sipshard "<what was wrong>"`: the validator's reasons are fixed ASCII without quotes.
+    let mut warning = [0u8; 160];
+    let warning_len = detail.map_or(0, |d| {
+        let text = [b"399 sipshard \"".as_slice(), d.as_bytes(), b"\""].concat();
+        let n = text.len().min(warning.len());
+        warning[..n].copy_from_slice(&text[..n]);
+        n
+    });
+    let mut headers: [(&str, &[u8]); 3] =
+        [("Server", SERVER_NAME.as_bytes()), ("", b""), ("", b"")];
+    let mut n = 1;
+    if status == 420 {
+        headers[n] = ("Unsupported", &unsupported[..]);
+        n += 1;
+    }
+    if warning_len > 0 {
+        headers[n] = ("Warning", &warning[..warning_len]);
+        n += 1;
+    }
+    let opts = ResponseOptions {
+        source: Some(src),
+        to_tag: Some(&tag),
+        headers: &headers[..n],
+        body: &[],
+    };
+    write_response(out_buf, msg, status, reason, &opts);
+    counters.count_rejection(status);
+    counters.responses_sent += 1;
+    out.send_to(reply_to, out_buf);
+}
+
+/// `Unsupported:` for a 420: the Require tokens (we act as the UAS for the requests we answer),
+/// then the Proxy-Require ones, without duplicates.
+fn unsupported_list(msg: &Message, status: u16) -> Vec<u8> {
+    let mut list = Vec::new();
+    if status != 420 {
+        return list;
+    }
+    for kind in [HeaderKind::Require, HeaderKind::ProxyRequire] {
+        for t in msg.tokens(kind) {
+            let dup = list
+                .split(|&b| b == b',')
+                .any(|x: &[u8]| x.trim_ascii() == t);
+            if !dup {
+                if !list.is_empty() {
+                    list.extend_from_slice(b", ");
+                }
+                list.extend_from_slice(t);
+            }
+        }
+    }
+    list
+}
+
+#[allow(clippy::too_many_arguments)]
+fn stateful<O: Outbox<Mail>>(
+    shard: ShardId,
+    msg: &Message,
+    via: &crate::sip::Via,
+    src: SocketAddr,
+    reply_to: SocketAddr,
+    now: Millis,
+    tx: &mut TransactionLayer,
+    out_buf: &mut Vec<u8>,
+    sent_by: &mut Vec<u8>,
+    counters: &mut DispatchCounters,
+    out: &mut O,
+) {
+    let method_bytes = msg.method().map(|m| m.as_bytes()).unwrap_or_default();
+    let branch = via.branch().unwrap_or_default();
+    sent_by.clear();
+    sent_by.extend_from_slice(via.host());
+    if let Some(p) = via.port() {
+        use std::io::Write;
+        // Writing to a Vec cannot fail.
+        let _ = write!(sent_by, ":{p}");
+    }
+    let key = if has_magic_cookie(branch) {
+        ServerKey::Rfc3261 { branch, sent_by }
+    } else {
+        ServerKey::Rfc2543(LegacyKey {
+            request_uri: msg.request_uri_bytes().unwrap_or_default(),
+            to_tag: msg.to().and_then(|t| t.tag()).unwrap_or_default(),
+            from_tag: msg.from().and_then(|f| f.tag()).unwrap_or_default(),
+            call_id: msg.call_id().unwrap_or_default(),
+            cseq: msg.cseq().map(|c| c.seq).unwrap_or(0),
+            top_via: via.as_bytes(),
+        })
+    };
+    let info = RequestInfo {
+        method: method_bytes,
+        key,
+        reply_to,
+    };
+    let mut sent = 0u64;
+    let outcome = tx.on_request(
+        &info,
+        now,
+        &mut Sink {
+            out,
+            sent: &mut sent,
+        },
+    );
+    counters.responses_sent += sent;
+    let tag = to_tag(shard, msg);
+    let mut respond = |id,
+                       status: u16,
+                       reason: &str,
+                       extra: &[(&str, &[u8])],
+                       counters: &mut DispatchCounters| {
+        let headers_all: [(&str, &[u8]); 3] = [
+            ("Server", SERVER_NAME.as_bytes()),
+            extra.first().copied().unwrap_or(("", b"")),
+            extra.get(1).copied().unwrap_or(("", b"")),
+        ];
+        let n = 1 + extra.len().min(2);
+        let opts = ResponseOptions {
+            source: Some(src),
+            to_tag: Some(&tag),
+            headers: &headers_all[..n],
+            body: &[],
+        };
+        write_response(out_buf, msg, status, reason, &opts);
+        let mut sent = 0u64;
+        let _ = tx.respond(
+            id,
+            status,
+            out_buf,
+            now,
+            &mut Sink {
+                out,
+                sent: &mut sent,
+            },
+        );
+        counters.responses_sent += sent;
+    };
+    match outcome {
+        RequestOutcome::New(id) => {
+            // Every method that reaches here is known but not served yet.
+            counters.count_rejection(405);
+            respond(
+                id,
+                405,
+                "Method Not Allowed",
+                &[("Allow", ALLOW.as_bytes())],
+                counters,
+            );
+        }
+        RequestOutcome::NewCancel { id, target } => {
+            if target.is_some() {
+                counters.cancel_200 += 1;
+                respond(id, 200, "OK", &[], counters);
+            } else {
+                counters.count_rejection(481);
+                respond(id, 481, "Call/Transaction Does Not Exist", &[], counters);
+            }
+        }
+        RequestOutcome::AckAbsorbed { .. } => counters.acks_absorbed += 1,
+        RequestOutcome::AckToTu { .. } | RequestOutcome::Ignored => counters.drop_stray_ack += 1,
+        RequestOutcome::Retransmission { .. } => {}
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn handle_response<O: Outbox<Mail>>(
+    shard: ShardId,
+    msg: &Message,
+    data: &[u8],
+    src: SocketAddr,
+    handed_in: bool,
+    now: Millis,
+    tx: &mut TransactionLayer,
+    counters: &mut DispatchCounters,
+    out: &mut O,
+) {
+    if msg.validate().is_err() {
+        counters.drop_invalid_response += 1;
+        return;
+    }
+    let Some(via) = msg.top_via() else {
+        counters.drop_invalid_response += 1;
+        return;
+    };
+    let branch = via.branch().unwrap_or_default();
+    match shard_of_branch(branch) {
+        Some(owner) if owner != shard && !handed_in => {
+            counters.handed_out += 1;
+            out.mail(
+                owner,
+                Mail::Datagram {
+                    src,
+                    data: data.into(),
+                },
+            );
+            return;
+        }
+        Some(_) => {}
+        None => {
+            // Not a branch of ours: nothing here sent that request.
+            counters.drop_stray_response += 1;
+            return;
+        }
+    }
+    let (Some(status), Some(cseq)) = (msg.status(), msg.cseq()) else {
+        counters.drop_invalid_response += 1;
+        return;
+    };
+    let info = ResponseInfo {
+        branch,
+        cseq_method: cseq.method.as_bytes(),
+        status,
+    };
+    let mut sent = 0u64;
+    let outcome = tx.on_response(
+        &info,
+        now,
+        &mut Sink {
+            out,
+            sent: &mut sent,
+        },
+        |_req, _ack| {
+            // No client INVITE transactions exist yet at this stage; ACK building arrives with the
+            // proxy core.
+        },
+    );
+    match outcome {
+        ResponseOutcome::NoMatch => counters.drop_stray_response += 1,
+        ResponseOutcome::Absorbed { .. } | ResponseOutcome::Pass { .. } => {}
+    }
+}
+
+impl Core for Dispatcher {
+    type Mail = Mail;
+
+    fn on_datagram<O: Outbox<Mail>>(
+        &mut self,
+        now: Millis,
+        src: SocketAddr,
+        data: &[u8],
+        out: &mut O,
+    ) {
+        self.counters.datagrams += 1;
+        self.handle(now, src, data, false, out);
+    }
+
+    fn on_mail<O: Outbox<Mail>>(&mut self, now: Millis, mail: Mail, out: &mut O) {
+        match mail {
+            Mail::Datagram { src, data } => {
+                self.counters.handed_in += 1;
+                self.handle(now, src, &data, true, out);
+            }
+        }
+    }
+
+    fn on_timers<O: Outbox<Mail>>(&mut self, now: Millis, out: &mut O) {
+        let mut sent = 0u64;
+        self.tx.on_timers(
+            now,
+            &mut Sink {
+                out,
+                sent: &mut sent,
+            },
+        );
+    }
+
+    fn next_deadline(&self) -> Option<Millis> {
+        self.tx.next_deadline()
+    }
+
+    fn on_shutdown<O: Outbox<Mail>>(&mut self, _now: Millis, _out: &mut O) -> bool {
+        // Nothing to flush: server transactions only re-send answers we already gave.
+        true
+    }
+
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        let mut v = self.counters.pairs();
+        v.extend(self.tx.counters().pairs());
+        v
+    }
+}

@@ -1,0 +1,173 @@
+//! What the server answers to each RFC 4475 torture message (the sans-IO core, driven directly):
+//! the status of the single response, or no response at all. Expectations follow INDEX.md in
+//! ../shared/testdata/rfc4475; where the verdict depends on a role this stage does not play yet
+//! (registrar: issue 3, proxy for INVITE: issue 4), the comment says what is answered instead.
+
+mod common;
+
+use std::net::SocketAddr;
+
+use sipshard::config::Config;
+use sipshard::dispatch::{Core, Dispatcher, Mail, Outbox, ShardId};
+use sipshard::sip::Parser;
+
+#[derive(Default)]
+struct Recorder {
+    sent: Vec<(SocketAddr, Vec<u8>)>,
+    mail: Vec<(ShardId, Mail)>,
+}
+
+impl Outbox<Mail> for Recorder {
+    fn send_to(&mut self, dst: SocketAddr, data: &[u8]) {
+        self.sent.push((dst, data.to_vec()));
+    }
+    fn mail(&mut self, shard: ShardId, mail: Mail) {
+        self.mail.push((shard, mail));
+    }
+}
+
+/// (file, expected status; None = dropped without an answer)
+const EXPECTED: &[(&str, Option<u16>)] = &[
+    // 3.1.1 valid messages: accepted; answered by method at this stage.
+    ("wsinv.dat", Some(405)), // INVITE: not served until call routing (issue 4)
+    ("intmeth.dat", Some(501)), // unknown method
+    ("esc01.dat", Some(405)), // INVITE
+    ("escnull.dat", Some(405)), // REGISTER: registrar is issue 3
+    ("esc02.dat", Some(501)), // RE%47IST%45R is an unknown method, not REGISTER
+    ("lwsdisp.dat", Some(200)), // OPTIONS
+    ("longreq.dat", Some(405)), // INVITE
+    ("dblreq.dat", Some(405)), // REGISTER; the trailing INVITE bytes are ignored (one answer)
+    ("semiuri.dat", Some(200)), // OPTIONS
+    ("transports.dat", Some(200)), // OPTIONS
+    ("mpart01.dat", Some(405)), // MESSAGE
+    ("unreason.dat", None),   // a response nobody asked for
+    ("noreason.dat", None),   // a response nobody asked for
+    // 3.1.2 invalid messages
+    ("badinv01.dat", Some(400)),
+    ("clerr.dat", Some(400)),
+    ("ncl.dat", Some(400)),
+    ("scalar02.dat", Some(400)),
+    ("scalarlg.dat", None), // invalid response: discarded
+    ("quotbal.dat", Some(400)),
+    ("ltgtruri.dat", Some(400)),
+    ("lwsruri.dat", Some(400)),
+    ("lwsstart.dat", Some(400)),
+    ("trws.dat", Some(400)),
+    ("escruri.dat", Some(400)),
+    ("baddate.dat", Some(405)), // Date does not matter here, so it is ignored: an INVITE
+    ("regbadct.dat", Some(400)),
+    ("badaspec.dat", Some(400)),
+    ("baddn.dat", Some(400)),
+    ("badvers.dat", Some(505)),
+    ("mismatch01.dat", Some(400)),
+    ("mismatch02.dat", Some(501)),
+    ("bigcode.dat", None), // invalid response: discarded
+    // 3.2 transaction layer
+    ("badbranch.dat", Some(400)),
+    // 3.3 application layer
+    ("insuf.dat", Some(400)),
+    ("unkscm.dat", Some(416)),
+    ("novelsc.dat", Some(416)),
+    ("unksm2.dat", Some(405)), // REGISTER: the registrar (issue 3) answers 400
+    ("bext01.dat", Some(420)),
+    ("invut.dat", Some(405)),    // INVITE: a proxy forwards it (issue 4)
+    ("regaut01.dat", Some(405)), // REGISTER: the registrar (issue 3) answers 401
+    ("multi01.dat", Some(400)),
+    ("mcl01.dat", Some(400)),
+    ("bcast.dat", None), // response with broadcast Via: dropped, never forwarded
+    ("zeromf.dat", Some(483)), // OPTIONS for a user with Max-Forwards 0
+    ("cparam01.dat", Some(405)), // REGISTER: the registrar (issue 3) answers 200
+    ("cparam02.dat", Some(405)), // REGISTER: the registrar (issue 3) answers 200
+    ("regescrt.dat", Some(405)), // REGISTER: the registrar (issue 3) answers 200
+    ("sdp01.dat", Some(405)), // INVITE: method check comes before content checks (§8.2)
+    // 3.4 backward compatibility
+    ("inv2543.dat", Some(405)), // accepted with RFC 2543 transaction matching
+];
+
+#[test]
+fn every_corpus_message_gets_the_expected_answer() {
+    let Some(dir) = common::rfc4475_dir() else {
+        return;
+    };
+    let cfg = Config::embedded_default();
+    let src: SocketAddr = "192.0.2.77:5099".parse().unwrap();
+    let mut parser = Parser::new();
+    let mut failures = Vec::new();
+    for &(file, expected) in EXPECTED {
+        let data = std::fs::read(dir.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+        // One shard, so every message is handled where it lands.
+        let mut core = Dispatcher::new(0, 1, &cfg, 0);
+        let mut rec = Recorder::default();
+        core.on_datagram(0, src, &data, &mut rec);
+        assert!(
+            rec.mail.is_empty(),
+            "{file}: a single shard hands nothing over"
+        );
+        let got = match rec.sent.as_slice() {
+            [] => None,
+            [(_, resp)] => {
+                let msg = parser
+                    .parse(resp)
+                    .unwrap_or_else(|e| panic!("{file}: our response does not parse: {e:?}"));
+                // A 400 echoes what it can of a broken request (e.g. no CSeq when it overflowed).
+                if msg.status() != Some(400) {
+                    assert!(
+                        msg.validate().is_ok(),
+                        "{file}: our response is invalid:\n{}",
+                        String::from_utf8_lossy(resp)
+                    );
+                }
+                msg.status()
+            }
+            many => panic!("{file}: {} responses to one datagram", many.len()),
+        };
+        if got != expected {
+            failures.push(format!("{file}: expected {expected:?}, got {got:?}"));
+        }
+    }
+    // test.dat is not in any section: no SIP version in its request line. Any 2xx would be wrong.
+    let data = std::fs::read(dir.join("test.dat")).expect("test.dat");
+    let mut core = Dispatcher::new(0, 1, &cfg, 0);
+    let mut rec = Recorder::default();
+    core.on_datagram(0, src, &data, &mut rec);
+    for (_, r) in &rec.sent {
+        let st = parser.parse(r).ok().and_then(|m| m.status());
+        assert!(st.is_some_and(|s| s >= 400), "test.dat: answered {st:?}");
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn the_corpus_covers_every_file_in_the_folder() {
+    let Some(dir) = common::rfc4475_dir() else {
+        return;
+    };
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".dat") && n != "test.dat")
+        .collect();
+    names.sort();
+    let mut listed: Vec<String> = EXPECTED.iter().map(|(f, _)| f.to_string()).collect();
+    listed.sort();
+    assert_eq!(names, listed, "every .dat file needs an expected answer");
+}
+
+#[test]
+fn bad_extension_lists_the_required_tokens() {
+    let Some(dir) = common::rfc4475_dir() else {
+        return;
+    };
+    let cfg = Config::embedded_default();
+    let data = std::fs::read(dir.join("bext01.dat")).unwrap();
+    let mut core = Dispatcher::new(0, 1, &cfg, 0);
+    let mut rec = Recorder::default();
+    core.on_datagram(0, "192.0.2.1:5060".parse().unwrap(), &data, &mut rec);
+    let text = String::from_utf8_lossy(&rec.sent[0].1).to_string();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("Unsupported:"))
+        .expect("Unsupported header");
+    assert!(line.contains("nothingSupportsThis"), "{line}");
+    assert!(line.contains("nothingSupportsThisEither"), "{line}");
+}
