@@ -171,7 +171,10 @@ fn malformed_requests_get_400_and_garbage_is_dropped_and_counted() {
     let resp = recv_text(&c, Duration::from_secs(3)).expect("400");
     assert_eq!(status_of(&resp), Some(400), "{resp}");
     let warning = header(&resp, "Warning").expect("a Warning says what was wrong");
-    assert!(warning.starts_with("399 sipshard \"") && warning.to_lowercase().contains("cseq"), "{warning}");
+    assert!(
+        warning.starts_with("399 sipshard \"") && warning.to_lowercase().contains("cseq"),
+        "{warning}"
+    );
     c.send_to(b"\x16\x03\x01 this is not SIP at all", server.addr)
         .unwrap();
     c.send_to(b"\r\n\r\n", server.addr).unwrap();
