@@ -22,4 +22,13 @@ if [ ! -d ../shared/testdata/rfc4475 ]; then
   echo "scripts/test.sh: ../shared/testdata/rfc4475 is missing; the RFC 4475 tests fail when CI=true" >&2
 fi
 
-exec cargo test --profile ci --all-targets "$@"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --profile ci --all-targets "$@" 2>&1 | tee "$log"
+rc=${PIPESTATUS[0]}
+set -e
+# One closing line over every test binary (benches run once in test mode and print no summary).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1); if ($(i) ~ /^ignored;?$/) s += $(i-1) } }
+     END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"
+exit "$rc"
