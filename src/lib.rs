@@ -9,6 +9,7 @@
 pub mod config;
 pub mod dispatch;
 pub mod io;
+pub mod registrar;
 pub mod sip;
 pub mod timer;
 pub mod transaction;

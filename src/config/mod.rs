@@ -110,6 +110,8 @@ pub enum Privacy {
 pub struct Config {
     pub server: ServerConfig,
     pub sip: SipParams,
+    /// `[registrar]` and `[[registrar.accounts]]`: who may register and how.
+    pub registrar: RegistrarConfig,
     /// Log filter, e.g. "info" or "sipshard=debug".
     pub log_level: String,
 }
@@ -170,12 +172,90 @@ impl Default for SipParams {
     }
 }
 
+/// How an account proves who it is (VOS3000 mapping-gateway modes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthMode {
+    /// Digest password (MD5 or SHA-256).
+    Digest,
+    /// The packet's source IP must be one of the account's allowed addresses; no password.
+    Ip,
+    /// The packet's source IP and port must match one of the account's allowed addresses.
+    IpPort,
+}
+
+/// One account, from `[[registrar.accounts]]` or a row of the accounts CSV file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccountConfig {
+    /// SIP user (the user part of the AOR, and the digest username).
+    pub user: String,
+    /// Digest password; may be empty for the IP modes.
+    pub password: String,
+    pub auth_mode: AuthMode,
+    /// Allowed sources: `IP`, `IP:PORT`, or `IP/PREFIX` (CIDR). Empty: any source (digest mode).
+    pub allowed: Vec<String>,
+}
+
+/// Registrar settings (issue 3).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegistrarConfig {
+    /// Digest realm. Default: "sipshard".
+    pub realm: String,
+    /// Shortest expiry accepted (shorter → 423 with Min-Expires), seconds. Default 60.
+    pub min_expires_s: u32,
+    /// Longest expiry granted (longer is cut down to this), seconds. Default 7200.
+    pub max_expires_s: u32,
+    /// Random spread subtracted from granted expiries, percent (0 = off). Default 5.
+    pub expiry_spread_percent: u32,
+    /// How long a nonce is accepted; older gets 401 with stale=true, seconds. Default 300.
+    pub nonce_lifetime_s: u32,
+    /// Digest algorithms offered in challenges, in order ("SHA-256", "MD5"). Default both.
+    pub digest_algorithms: Vec<String>,
+    /// OPTIONS keepalive interval for NAT bindings, seconds (0 = off). Default 30.
+    pub nat_keepalive_interval_s: u32,
+    /// Unanswered keepalives in a row before a NAT binding is dropped. Default 3.
+    pub nat_keepalive_max_failures: u32,
+    /// Per-source REGISTER rate limit, requests per second (0 = off). Default 20.
+    pub rate_limit_per_source: u32,
+    /// Burst allowed above the rate, requests. Default 40.
+    pub rate_limit_burst: u32,
+    /// Sources never rate-limited or suspended: `IP` or `IP/PREFIX`.
+    pub trusted_sources: Vec<String>,
+    /// Entries kept in the failed-registration log (per shard). Default 10000.
+    pub failed_log_capacity: u32,
+    /// Bulk accounts: CSV `user,password[,allowed_ips[,auth_mode]]` (allowed IPs separated by `;`).
+    pub accounts_file: Option<String>,
+    /// Accounts written in the config file.
+    pub accounts: Vec<AccountConfig>,
+}
+
+impl Default for RegistrarConfig {
+    fn default() -> Self {
+        Self {
+            realm: "sipshard".to_string(),
+            min_expires_s: 60,
+            max_expires_s: 7200,
+            expiry_spread_percent: 5,
+            nonce_lifetime_s: 300,
+            digest_algorithms: vec!["SHA-256".to_string(), "MD5".to_string()],
+            nat_keepalive_interval_s: 30,
+            nat_keepalive_max_failures: 3,
+            rate_limit_per_source: 20,
+            rate_limit_burst: 40,
+            trusted_sources: Vec::new(),
+            failed_log_capacity: 10_000,
+            accounts_file: None,
+            accounts: Vec::new(),
+        }
+    }
+}
+
 impl Default for Config {
     /// The built-in defaults; equal to [`Config::embedded_default`] (a test checks it).
     fn default() -> Self {
         Self {
             server: ServerConfig::default(),
             sip: SipParams::default(),
+            registrar: RegistrarConfig::default(),
             log_level: "info".to_string(),
         }
     }

@@ -53,6 +53,7 @@
 
 mod auth;
 mod build;
+pub mod digest;
 mod kinds;
 mod parse;
 mod text;
