@@ -17,8 +17,12 @@ pub enum Algorithm {
 impl Algorithm {
     /// From the `algorithm=` parameter (case-insensitive); absent means MD5 (RFC 2617).
     pub fn from_param(value: Option<&[u8]>) -> Option<Algorithm> {
-        let _ = value;
-        todo!()
+        match value {
+            None => Some(Algorithm::Md5),
+            Some(v) if v.eq_ignore_ascii_case(b"MD5") => Some(Algorithm::Md5),
+            Some(v) if v.eq_ignore_ascii_case(b"SHA-256") => Some(Algorithm::Sha256),
+            Some(_) => None,
+        }
     }
     /// As written in headers: `MD5`, `SHA-256`.
     pub fn name(self) -> &'static str {
@@ -36,9 +40,53 @@ pub struct Hex {
     len: u8,
 }
 
+impl Default for Hex {
+    fn default() -> Self {
+        Hex {
+            buf: [0; 64],
+            len: 0,
+        }
+    }
+}
+
 impl Hex {
     pub fn as_bytes(&self) -> &[u8] {
         &self.buf[..self.len as usize]
+    }
+
+    fn from_digest(bytes: &[u8]) -> Hex {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut h = Hex {
+            buf: [0; 64],
+            len: 0,
+        };
+        for (i, b) in bytes.iter().take(32).enumerate() {
+            h.buf[2 * i] = HEX[(b >> 4) as usize];
+            h.buf[2 * i + 1] = HEX[(b & 0xf) as usize];
+        }
+        h.len = (bytes.len().min(32) * 2) as u8;
+        h
+    }
+}
+
+/// Hash the concatenation of `parts` with `alg` and return it as lowercase hex.
+fn hash_parts(alg: Algorithm, parts: &[&[u8]]) -> Hex {
+    use md5::Digest as _;
+    match alg {
+        Algorithm::Md5 => {
+            let mut h = md5::Md5::new();
+            for p in parts {
+                h.update(p);
+            }
+            Hex::from_digest(&h.finalize())
+        }
+        Algorithm::Sha256 => {
+            let mut h = sha2::Sha256::new();
+            for p in parts {
+                h.update(p);
+            }
+            Hex::from_digest(&h.finalize())
+        }
     }
 }
 
@@ -50,8 +98,7 @@ impl std::fmt::Debug for Hex {
 
 /// HA1 = H(username ":" realm ":" password). Precompute per account and algorithm.
 pub fn ha1(alg: Algorithm, username: &[u8], realm: &[u8], password: &[u8]) -> Hex {
-    let _ = (alg, username, realm, password);
-    todo!()
+    hash_parts(alg, &[username, b":", realm, b":", password])
 }
 
 /// The expected `response=`: with `qop=auth`, H(HA1:nonce:nc:cnonce:auth:HA2), else
@@ -64,14 +111,37 @@ pub fn response(
     nonce: &[u8],
     qop_auth: Option<(&[u8], &[u8])>, // (nc, cnonce) when qop=auth
 ) -> Hex {
-    let _ = (alg, ha1, method, digest_uri, nonce, qop_auth);
-    todo!()
+    let ha2 = hash_parts(alg, &[method, b":", digest_uri]);
+    match qop_auth {
+        Some((nc, cnonce)) => hash_parts(
+            alg,
+            &[
+                ha1.as_bytes(),
+                b":",
+                nonce,
+                b":",
+                nc,
+                b":",
+                cnonce,
+                b":auth:",
+                ha2.as_bytes(),
+            ],
+        ),
+        None => hash_parts(alg, &[ha1.as_bytes(), b":", nonce, b":", ha2.as_bytes()]),
+    }
 }
 
 /// Constant-time comparison of a received `response=` with the expected one (case-insensitive hex).
 pub fn response_matches(expected: &Hex, received: &[u8]) -> bool {
-    let _ = (expected, received);
-    todo!()
+    let exp = expected.as_bytes();
+    if exp.len() != received.len() {
+        return false;
+    }
+    let mut diff = 0u8;
+    for (a, b) in exp.iter().zip(received) {
+        diff |= a ^ b.to_ascii_lowercase();
+    }
+    diff == 0
 }
 
 /// Length of the nonces made by [`NonceKey::make`].
@@ -140,4 +210,54 @@ pub fn write_authorization(
 ) -> Result<(), &'static str> {
     let _ = (out, challenge, creds);
     todo!()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc2617_example_response() {
+        // RFC 2617 §3.5: Mufasa / "Circle Of Life", qop=auth.
+        let h = ha1(
+            Algorithm::Md5,
+            b"Mufasa",
+            b"testrealm@host.com",
+            b"Circle Of Life",
+        );
+        let r = response(
+            Algorithm::Md5,
+            &h,
+            b"GET",
+            b"/dir/index.html",
+            b"dcd98b7102dd2f0e8b11d0f600bfb0c093",
+            Some((b"00000001", b"0a4f113b")),
+        );
+        assert_eq!(r.as_bytes(), b"6629fae49393a05397450978507c4ef1");
+        assert!(response_matches(&r, b"6629FAE49393A05397450978507C4EF1"));
+        assert!(!response_matches(&r, b"6629fae49393a05397450978507c4ef0"));
+    }
+
+    #[test]
+    fn rfc7616_sha256_example_response() {
+        // RFC 7616 §3.9.1: Mufasa / "Circle of Life", SHA-256, qop=auth.
+        let h = ha1(
+            Algorithm::Sha256,
+            b"Mufasa",
+            b"http-auth@example.org",
+            b"Circle of Life",
+        );
+        let r = response(
+            Algorithm::Sha256,
+            &h,
+            b"GET",
+            b"/dir/index.html",
+            b"7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v",
+            Some((b"00000001", b"f2/wE4q74E6zIJEtWaHKaf5wv/H5QzzpXusqGemxURZJ")),
+        );
+        assert_eq!(
+            r.as_bytes(),
+            b"753927fa0e85d155564e2e272a28d1802ca10daf4496794697cf8db5856cb6c1"
+        );
+    }
 }
