@@ -34,20 +34,21 @@ impl Core for Quiet {
 }
 
 fn config() -> Config {
-    let mut c = Config::default();
-    c.server = ServerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        shards: 2,
-        pin_shards: false,
-        recv_buffer_bytes: 0,
-        send_buffer_bytes: 0,
-        io_batch: 8,
-        io_backend: IoBackendKind::Auto,
-        mailbox_capacity: 64,
-        shutdown_timeout_ms: 1000,
-        max_datagram_bytes: 2048,
-    };
-    c
+    Config {
+        server: ServerConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            shards: 2,
+            pin_shards: false,
+            recv_buffer_bytes: 0,
+            send_buffer_bytes: 0,
+            io_batch: 8,
+            io_backend: IoBackendKind::Auto,
+            mailbox_capacity: 64,
+            shutdown_timeout_ms: 1000,
+            max_datagram_bytes: 2048,
+        },
+        ..Config::default()
+    }
 }
 
 #[test]
