@@ -20,9 +20,12 @@ fn cfg() -> Config {
     c
 }
 
+/// (destination, request, branch, token, time sent).
+type Sent = (SocketAddr, Vec<u8>, Vec<u8>, u64, u64);
+
 #[derive(Default)]
 struct Sink {
-    sent: Vec<(SocketAddr, Vec<u8>, Vec<u8>, u64, u64)>,
+    sent: Vec<Sent>,
     now: u64,
 }
 

@@ -221,11 +221,8 @@ fn params_cover(a: &Uri, b: &Uri) -> bool {
             .param_iter()
             .find(|(m, _)| escaped_eq(Some(n), Some(m), true))
         {
-            Some((_, w)) => {
-                if !escaped_eq(v, w, true) {
-                    return false;
-                }
-            }
+            Some((_, w)) if !escaped_eq(v, w, true) => return false,
+            Some(_) => {}
             None if special_param(n) => return false,
             None => {}
         }
