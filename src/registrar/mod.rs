@@ -13,4 +13,12 @@
 
 pub mod accounts;
 pub mod auth;
+pub mod bindings;
+pub mod core;
 pub mod guard;
+
+pub use self::bindings::{aor_key, owner_of_aor, BindingId, RemovalReason};
+pub use self::core::{
+    BindingRow, ContactView, IpFilter, ListFilter, ListPage, Page, RegisterOutcome, Registrar,
+    RegistrarCounters, RegistrarSink, Status, Target,
+};
