@@ -144,8 +144,20 @@ pub fn response_matches(expected: &Hex, received: &[u8]) -> bool {
     diff == 0
 }
 
-/// Length of the nonces made by [`NonceKey::make`].
+/// Length of the nonces made by [`NonceKey::make`]: [`NONCE_RAW`] bytes in base64url.
 pub const NONCE_LEN: usize = 40;
+
+/// Nonce layout before encoding: 8 bytes big-endian ms timestamp, 4 bytes salt (the low 32 bits
+/// of the caller's salt), then the first 18 bytes (144 bits) of
+/// HMAC-SHA256(secret, timestamp ‖ salt).
+const NONCE_RAW: usize = 30;
+const NONCE_MACED: usize = 12;
+const NONCE_TAG: usize = NONCE_RAW - NONCE_MACED;
+const _: () = assert!(NONCE_RAW % 3 == 0 && NONCE_RAW / 3 * 4 == NONCE_LEN);
+
+/// How far in the future (ms, on the checker's clock) a nonce's timestamp may be and still be
+/// accepted: clocks of shards/hosts sharing a secret are not exactly in step.
+pub const NONCE_MAX_SKEW_MS: u64 = 5_000;
 
 /// What a received nonce is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -160,25 +172,112 @@ pub enum NonceCheck {
 
 /// Secret for stateless nonces: a keyed MAC over a timestamp, so any shard (and any restart
 /// that keeps the secret) can verify a nonce without state.
+///
+/// Nonce format ([`NONCE_LEN`] = 40 chars of base64url, RFC 4648 §5, no padding; all are SIP
+/// token characters, so the nonce is safe quoted or not): the base64url of 30 bytes =
+/// `timestamp_ms: u64 BE (8) ‖ salt: u32 BE (4) ‖ HMAC-SHA256(secret, timestamp ‖ salt)[..18]`.
+/// Decoding is strict (30 is a multiple of 3, so there are no spare bits: one string per nonce).
+///
+/// [`NonceKey::check`] at `now_ms`, with `ts` the nonce's timestamp:
+/// - `Invalid`: wrong length, a byte outside the base64url alphabet, a MAC mismatch (compared
+///   in constant time), or `ts > now_ms + NONCE_MAX_SKEW_MS`;
+/// - `Fresh`: `now_ms - ts <= lifetime_ms` (age exactly equal to the lifetime is still fresh;
+///   a timestamp up to the skew in the future counts as age 0);
+/// - `Stale`: older than that.
 #[derive(Clone)]
 pub struct NonceKey {
-    secret: [u8; 32],
+    /// HMAC-SHA256 keyed with the secret, inner/outer pads already absorbed: each nonce costs
+    /// two SHA-256 compressions instead of four.
+    mac: hmac::Hmac<sha2::Sha256>,
+}
+
+const B64URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/// The 6-bit value of a base64url character, or 0xff.
+#[inline]
+fn b64url_value(c: u8) -> u8 {
+    match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'-' => 62,
+        b'_' => 63,
+        _ => 0xff,
+    }
 }
 
 impl NonceKey {
     pub fn new(secret: [u8; 32]) -> Self {
-        Self { secret }
+        use hmac::digest::KeyInit;
+        // HMAC zero-pads a short key to the block size (RFC 2104 §2), so keying with the secret
+        // followed by zeros up to 64 bytes is exactly HMAC keyed with the 32-byte secret, and
+        // the fixed-size constructor cannot fail.
+        let mut key = [0u8; 64];
+        key[..32].copy_from_slice(&secret);
+        let mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new(&key.into());
+        Self { mac }
     }
+
     /// A nonce for time `now_ms` (ms on the caller's clock) and `salt` (e.g. a per-request
     /// counter, so two challenges in the same ms differ). Writes `NONCE_LEN` bytes of token chars.
+    /// Only the low 32 bits of `salt` are used.
     pub fn make(&self, now_ms: u64, salt: u64, out: &mut [u8; NONCE_LEN]) {
-        let _ = (now_ms, salt, out, &self.secret);
-        todo!()
+        use hmac::Mac as _;
+        let mut raw = [0u8; NONCE_RAW];
+        raw[..8].copy_from_slice(&now_ms.to_be_bytes());
+        raw[8..NONCE_MACED].copy_from_slice(&(salt as u32).to_be_bytes());
+        let mut mac = self.mac.clone();
+        mac.update(&raw[..NONCE_MACED]);
+        let tag = mac.finalize().into_bytes();
+        raw[NONCE_MACED..].copy_from_slice(&tag[..NONCE_TAG]);
+        for (chunk, enc) in raw.chunks_exact(3).zip(out.chunks_exact_mut(4)) {
+            let n = u32::from(chunk[0]) << 16 | u32::from(chunk[1]) << 8 | u32::from(chunk[2]);
+            enc[0] = B64URL[(n >> 18) as usize & 63];
+            enc[1] = B64URL[(n >> 12) as usize & 63];
+            enc[2] = B64URL[(n >> 6) as usize & 63];
+            enc[3] = B64URL[n as usize & 63];
+        }
     }
-    /// Check a nonce at `now_ms` against a lifetime.
+
+    /// Check a nonce at `now_ms` against a lifetime. See the type docs for the exact rules.
     pub fn check(&self, nonce: &[u8], now_ms: u64, lifetime_ms: u64) -> NonceCheck {
-        let _ = (nonce, now_ms, lifetime_ms);
-        todo!()
+        use hmac::Mac as _;
+        if nonce.len() != NONCE_LEN {
+            return NonceCheck::Invalid;
+        }
+        let mut raw = [0u8; NONCE_RAW];
+        let mut bad = 0u8;
+        for (enc, chunk) in nonce.chunks_exact(4).zip(raw.chunks_exact_mut(3)) {
+            let mut n = 0u32;
+            for &c in enc {
+                let v = b64url_value(c);
+                bad |= v & 0xc0;
+                n = n << 6 | u32::from(v & 63);
+            }
+            chunk[0] = (n >> 16) as u8;
+            chunk[1] = (n >> 8) as u8;
+            chunk[2] = n as u8;
+        }
+        if bad != 0 {
+            return NonceCheck::Invalid;
+        }
+        let mut mac = self.mac.clone();
+        mac.update(&raw[..NONCE_MACED]);
+        // Constant time (subtle) over the truncated tag.
+        if mac.verify_truncated_left(&raw[NONCE_MACED..]).is_err() {
+            return NonceCheck::Invalid;
+        }
+        let mut ts = [0u8; 8];
+        ts.copy_from_slice(&raw[..8]);
+        let ts = u64::from_be_bytes(ts);
+        if ts > now_ms.saturating_add(NONCE_MAX_SKEW_MS) {
+            return NonceCheck::Invalid;
+        }
+        if now_ms.saturating_sub(ts) <= lifetime_ms {
+            NonceCheck::Fresh
+        } else {
+            NonceCheck::Stale
+        }
     }
 }
 
@@ -259,5 +358,137 @@ mod tests {
             r.as_bytes(),
             b"753927fa0e85d155564e2e272a28d1802ca10daf4496794697cf8db5856cb6c1"
         );
+    }
+
+    const SECRET: [u8; 32] = [
+        0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24,
+        25, 26, 27, 28, 29, 30, 31,
+    ];
+
+    fn nonce(key: &NonceKey, now: u64, salt: u64) -> [u8; NONCE_LEN] {
+        let mut n = [0u8; NONCE_LEN];
+        key.make(now, salt, &mut n);
+        n
+    }
+
+    #[test]
+    fn nonce_format_vector() {
+        // Independent: python3 -c "import hmac,hashlib,base64,struct; m=struct.pack('>QI',
+        // 1700000000123, 0xdeadbeef); t=hmac.new(bytes(range(32)), m, hashlib.sha256).digest()
+        // [:18]; print(base64.urlsafe_b64encode(m+t).decode())"
+        let key = NonceKey::new(SECRET);
+        // Only the low 32 bits of the salt are used.
+        let n = nonce(&key, 1_700_000_000_123, 0x1234_5678_dead_beef);
+        assert_eq!(&n, b"AAABi8_laHverb7vuYsFM9bUHaBACpUkJms4xgzA");
+        assert!(n
+            .iter()
+            .all(|&c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'));
+    }
+
+    #[test]
+    fn nonce_lifetime_boundaries() {
+        let key = NonceKey::new(SECRET);
+        let t = 1_000_000;
+        let life = 30_000;
+        let n = nonce(&key, t, 7);
+        assert_eq!(key.check(&n, t, life), NonceCheck::Fresh);
+        // Age == lifetime is fresh (inclusive); one ms more is stale.
+        assert_eq!(key.check(&n, t + life, life), NonceCheck::Fresh);
+        assert_eq!(key.check(&n, t + life + 1, life), NonceCheck::Stale);
+        assert_eq!(key.check(&n, u64::MAX, life), NonceCheck::Stale);
+        assert_eq!(key.check(&n, t, 0), NonceCheck::Fresh);
+        assert_eq!(key.check(&n, t + 1, 0), NonceCheck::Stale);
+        // From the future: up to the skew is accepted (as age 0), beyond it is not ours.
+        assert_eq!(
+            key.check(&n, t - NONCE_MAX_SKEW_MS, life),
+            NonceCheck::Fresh
+        );
+        assert_eq!(
+            key.check(&n, t - NONCE_MAX_SKEW_MS - 1, life),
+            NonceCheck::Invalid
+        );
+        assert_eq!(key.check(&n, 0, u64::MAX), NonceCheck::Invalid);
+        // Extremes of the clock do not overflow.
+        let n = nonce(&key, u64::MAX, u64::MAX);
+        assert_eq!(key.check(&n, u64::MAX, 0), NonceCheck::Fresh);
+        assert_eq!(
+            key.check(&n, u64::MAX - NONCE_MAX_SKEW_MS, 0),
+            NonceCheck::Fresh
+        );
+        let n = nonce(&key, 0, 0);
+        assert_eq!(key.check(&n, 0, 0), NonceCheck::Fresh);
+        assert_eq!(key.check(&n, u64::MAX, u64::MAX), NonceCheck::Fresh);
+    }
+
+    #[test]
+    fn nonce_salt_distinguishes() {
+        let key = NonceKey::new(SECRET);
+        assert_ne!(nonce(&key, 5, 1), nonce(&key, 5, 2));
+        assert_ne!(nonce(&key, 5, 1), nonce(&key, 6, 1));
+        assert_eq!(nonce(&key, 5, 1), nonce(&key, 5, 1));
+    }
+
+    #[test]
+    fn nonce_tampered_byte_is_invalid() {
+        let key = NonceKey::new(SECRET);
+        let t = 1_700_000_000_000;
+        let n = nonce(&key, t, 42);
+        for i in 0..NONCE_LEN {
+            // Every other base64url character at this position (decodes to different bits:
+            // strict decoding has no spare bits), and a few non-alphabet bytes.
+            for &c in B64URL.iter().chain(b"=+/ \"\0\xff") {
+                if c == n[i] {
+                    continue;
+                }
+                let mut m = n;
+                m[i] = c;
+                assert_eq!(
+                    key.check(&m, t, 60_000),
+                    NonceCheck::Invalid,
+                    "pos {i} -> {c}"
+                );
+            }
+            // Flipping any single bit.
+            for bit in 0..8 {
+                let mut m = n;
+                m[i] ^= 1 << bit;
+                assert_eq!(key.check(&m, t, 60_000), NonceCheck::Invalid);
+            }
+        }
+    }
+
+    #[test]
+    fn nonce_other_key_or_shape_is_invalid() {
+        let key = NonceKey::new(SECRET);
+        let mut other = SECRET;
+        other[31] ^= 1;
+        let other = NonceKey::new(other);
+        let t = 1_700_000_000_000;
+        let n = nonce(&key, t, 1);
+        assert_eq!(other.check(&n, t, 60_000), NonceCheck::Invalid);
+        assert_eq!(
+            key.check(&n[..NONCE_LEN - 1], t, 60_000),
+            NonceCheck::Invalid
+        );
+        let mut longer = [b'A'; NONCE_LEN + 1];
+        longer[..NONCE_LEN].copy_from_slice(&n);
+        assert_eq!(key.check(&longer, t, 60_000), NonceCheck::Invalid);
+        assert_eq!(key.check(b"", t, 60_000), NonceCheck::Invalid);
+        assert_eq!(
+            key.check(&[b'A'; NONCE_LEN], t, 60_000),
+            NonceCheck::Invalid
+        );
+        // The same content in padded/standard base64 is not accepted.
+        let mut std64 = n;
+        for c in std64.iter_mut() {
+            *c = match *c {
+                b'-' => b'+',
+                b'_' => b'/',
+                x => x,
+            };
+        }
+        if std64 != n {
+            assert_eq!(key.check(&std64, t, 60_000), NonceCheck::Invalid);
+        }
     }
 }
