@@ -474,3 +474,108 @@ fn to_user<'s>(msg: &Message<'s>, scratch: &'s mut Vec<u8>) -> Option<&'s [u8]> 
     uri.user_unescaped(scratch).ok()?;
     Some(scratch.as_slice())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth(max: usize) -> Authenticator {
+        let mut cfg = Config::default();
+        cfg.sip.endpoint_register_retry = 3;
+        cfg.sip.endpoint_register_suspend_s = 10;
+        cfg.registrar.trusted_sources = vec!["10.0.0.0/8".into()];
+        Authenticator::with_limits(&cfg, NonceKey::new([1; 32]), max)
+    }
+
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::from([192, 0, 2, last])
+    }
+
+    #[test]
+    fn suspends_on_the_retry_th_failure_in_a_row() {
+        let mut a = auth(16);
+        let k = a.endpoint(b"u", ip(1));
+        assert_eq!(a.fail(k, ip(1), 0), None);
+        assert_eq!(a.fail(k, ip(1), 1), None);
+        assert_eq!(a.fail(k, ip(1), 2), Some(10_002));
+        assert_eq!(a.suspended(&k, 10_001), Some(10_002));
+        assert_eq!(a.suspended(&k, 10_002), None);
+        // After the suspension the count starts over.
+        assert_eq!(a.fail(k, ip(1), 10_002), None);
+        // Failures more than the window apart never add up.
+        let k2 = a.endpoint(b"v", ip(1));
+        for i in 0..10 {
+            assert_eq!(a.fail(k2, ip(1), i * 10_000), None);
+        }
+    }
+
+    #[test]
+    fn trusted_and_disabled_never_count() {
+        let mut a = auth(16);
+        let t = IpAddr::from([10, 0, 0, 1]);
+        let k = a.endpoint(b"u", t);
+        for i in 0..10 {
+            assert_eq!(a.fail(k, t, i), None);
+        }
+        assert_eq!(a.failure_entries(), 0);
+        let mut cfg = Config::default();
+        cfg.sip.endpoint_register_retry = 0;
+        let mut off = Authenticator::new(&cfg, NonceKey::new([1; 32]));
+        let k = off.endpoint(b"u", ip(1));
+        for i in 0..10 {
+            assert_eq!(off.fail(k, ip(1), i), None);
+        }
+    }
+
+    #[test]
+    fn table_is_bounded_and_drops_the_least_recently_failed() {
+        let mut a = auth(4);
+        let keys: Vec<_> = (0..6u8).map(|i| a.endpoint(b"u", ip(i))).collect();
+        for (i, k) in keys.iter().take(4).enumerate() {
+            a.fail(*k, k.ip, i as u64);
+        }
+        // keys[0] fails again: now keys[1] is the least recently failed.
+        a.fail(keys[0], keys[0].ip, 10);
+        a.fail(keys[4], keys[4].ip, 11);
+        assert_eq!(a.failure_entries(), 4);
+        assert!(a.failures.contains_key(&keys[0]));
+        assert!(!a.failures.contains_key(&keys[1]));
+        a.fail(keys[5], keys[5].ip, 12);
+        assert!(!a.failures.contains_key(&keys[2]));
+        assert_eq!(a.failure_entries(), 4);
+        // Many failures of the same endpoints keep the age queue bounded.
+        for t in 0..10_000u64 {
+            let k = keys[(t % 6) as usize];
+            a.fail(k, k.ip, 100 + t);
+            assert!(a.failures.len() <= 4);
+            assert!(a.ages.len() <= 2 * 4 + 64 + 1);
+        }
+    }
+
+    #[test]
+    fn expire_drops_in_order_of_last_failure() {
+        let mut a = auth(16);
+        let k1 = a.endpoint(b"a", ip(1));
+        let k2 = a.endpoint(b"b", ip(1));
+        a.fail(k1, ip(1), 0);
+        a.fail(k2, ip(1), 5);
+        a.fail(k1, ip(1), 6);
+        a.expire(10_004);
+        assert_eq!(a.failure_entries(), 2);
+        a.expire(10_005);
+        assert_eq!(a.failure_entries(), 1);
+        assert!(a.failures.contains_key(&k1));
+        a.expire(10_006);
+        assert_eq!(a.failure_entries(), 0);
+        assert!(a.ages.is_empty());
+    }
+
+    #[test]
+    fn usernames_are_keyed_by_the_secret() {
+        let a = auth(4);
+        let b = Authenticator::new(&Config::default(), NonceKey::new([2; 32]));
+        assert_ne!(a.endpoint(b"u", ip(1)), b.endpoint(b"u", ip(1)));
+        assert_eq!(a.endpoint(b"u", ip(1)), a.endpoint(b"u", ip(1)));
+        assert_ne!(a.endpoint(b"u", ip(1)), a.endpoint(b"v", ip(1)));
+    }
+}
