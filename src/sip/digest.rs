@@ -5,7 +5,7 @@
 //! Owns: the digest arithmetic and the nonce format. Must not: read clocks or randomness (the
 //! caller passes time and cnonce/secret bytes), look up accounts, or allocate per request.
 //!
-//! SKELETON: the API below is the contract; the digest helper implements it.
+//! The API is a contract other modules code against (registrar, outbound registration).
 
 /// Digest algorithm. `-sess` variants are not supported.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -281,11 +281,67 @@ impl NonceKey {
     }
 }
 
+/// Appends `value` as a quoted-string: `"` and `\` escaped, CR and LF dropped (a header value
+/// cannot hold them, and dropping them keeps a bad value from splitting the header; such a value
+/// then simply fails to authenticate). With `escaped`, `value` is quoted-string content as
+/// [`super::parse_auth`] returns it (quoted-pairs kept): each `\x` is read as `x` first, so the
+/// output is escaped exactly once.
+fn push_quoted(out: &mut Vec<u8>, value: &[u8], escaped: bool) {
+    out.push(b'"');
+    if !value
+        .iter()
+        .any(|&c| matches!(c, b'"' | b'\\' | b'\r' | b'\n'))
+    {
+        out.extend_from_slice(value);
+    } else {
+        let mut i = 0;
+        while i < value.len() {
+            let mut c = value[i];
+            if escaped && c == b'\\' && i + 1 < value.len() {
+                i += 1;
+                c = value[i];
+            }
+            i += 1;
+            match c {
+                b'\r' | b'\n' => {}
+                b'"' | b'\\' => out.extend_from_slice(&[b'\\', c]),
+                _ => out.push(c),
+            }
+        }
+    }
+    out.push(b'"');
+}
+
+/// Appends quoted-string content from the parser with its quoted-pairs resolved (`\x` → `x`):
+/// the value that goes into the hashes.
+fn push_unescaped(out: &mut Vec<u8>, raw: &[u8]) {
+    let mut i = 0;
+    while i < raw.len() {
+        let mut c = raw[i];
+        if c == b'\\' && i + 1 < raw.len() {
+            i += 1;
+            c = raw[i];
+        }
+        i += 1;
+        out.push(c);
+    }
+}
+
 /// Writes a challenge header value (for WWW-Authenticate / Proxy-Authenticate) into `out`
 /// (appends): `Digest realm="…", nonce="…", algorithm=…, qop="auth"[, stale=true]`.
+/// `algorithm` is always written (RFC 8760 §2.1: SIP peers need it to pick SHA-256). `realm` and
+/// `nonce` are plain values: `"` and `\` are escaped, CR/LF dropped.
 pub fn write_challenge(out: &mut Vec<u8>, alg: Algorithm, realm: &[u8], nonce: &[u8], stale: bool) {
-    let _ = (out, alg, realm, nonce, stale);
-    todo!()
+    out.extend_from_slice(b"Digest realm=");
+    push_quoted(out, realm, false);
+    out.extend_from_slice(b", nonce=");
+    push_quoted(out, nonce, false);
+    out.extend_from_slice(b", algorithm=");
+    out.extend_from_slice(alg.name().as_bytes());
+    out.extend_from_slice(b", qop=\"auth\"");
+    if stale {
+        out.extend_from_slice(b", stale=true");
+    }
 }
 
 /// Client side: the parameters of an Authorization / Proxy-Authorization we send.
@@ -299,16 +355,101 @@ pub struct Credentials<'a> {
     pub nc: u32,
 }
 
+/// What the challenge's `qop` list lets us answer with.
+fn offered_qop(qop: Option<&[u8]>) -> Result<bool, &'static str> {
+    let Some(list) = qop else {
+        return Ok(false);
+    };
+    let mut any = false;
+    for item in list.split(|&c| c == b',') {
+        let item = item.trim_ascii();
+        if item.eq_ignore_ascii_case(b"auth") {
+            return Ok(true);
+        }
+        any |= !item.is_empty();
+    }
+    if any {
+        Err("challenge offers no supported qop (only auth is)")
+    } else {
+        // `qop=""`: nothing offered, as if absent.
+        Ok(false)
+    }
+}
+
 /// Client side: answer a parsed challenge (`sip::parse_auth` of a WWW-/Proxy-Authenticate value)
 /// by appending the Authorization header value to `out`. Err when the challenge cannot be answered
-/// (not Digest, unsupported algorithm or qop, missing realm/nonce).
+/// (not Digest, unsupported algorithm or qop, missing realm/nonce); `out` is then unchanged.
+///
+/// Writes `Digest username="…", realm="…", nonce="…", uri="…", response="…", algorithm=…`
+/// then, when the challenge offers `auth` in its qop list, `, cnonce="…", nc=XXXXXXXX, qop=auth`
+/// (`nc` is `creds.nc` as 8 lowercase hex digits), else nothing (RFC 2069 form), then
+/// `, opaque="…"` when the challenge has one. Realm, nonce and opaque are echoed with their
+/// quoted-pairs resolved and re-escaped; the hashes use the resolved realm and nonce.
 pub fn write_authorization(
     out: &mut Vec<u8>,
     challenge: &super::AuthValue,
     creds: &Credentials,
 ) -> Result<(), &'static str> {
-    let _ = (out, challenge, creds);
-    todo!()
+    if !challenge.is_digest() {
+        return Err("not a Digest challenge");
+    }
+    let d = &challenge.digest;
+    let realm = d.realm.ok_or("challenge without realm")?;
+    let nonce = d.nonce.ok_or("challenge without nonce")?;
+    let alg = Algorithm::from_param(d.algorithm).ok_or("unsupported digest algorithm")?;
+    let qop = offered_qop(d.qop)?;
+
+    let mut nc = [0u8; 8];
+    for (i, c) in nc.iter_mut().enumerate() {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        *c = HEX[(creds.nc >> (28 - 4 * i) & 0xf) as usize];
+    }
+
+    // Resolve realm and nonce into scratch space at the end of `out`, hash, then drop it.
+    let base = out.len();
+    push_unescaped(out, realm);
+    let realm_end = out.len();
+    push_unescaped(out, nonce);
+    let h1 = ha1(alg, creds.username, &out[base..realm_end], creds.password);
+    let qop_auth = if qop {
+        Some((&nc[..], creds.cnonce))
+    } else {
+        None
+    };
+    let resp = response(
+        alg,
+        &h1,
+        creds.method,
+        creds.digest_uri,
+        &out[realm_end..],
+        qop_auth,
+    );
+    out.truncate(base);
+
+    out.extend_from_slice(b"Digest username=");
+    push_quoted(out, creds.username, false);
+    out.extend_from_slice(b", realm=");
+    push_quoted(out, realm, true);
+    out.extend_from_slice(b", nonce=");
+    push_quoted(out, nonce, true);
+    out.extend_from_slice(b", uri=");
+    push_quoted(out, creds.digest_uri, false);
+    out.extend_from_slice(b", response=\"");
+    out.extend_from_slice(resp.as_bytes());
+    out.extend_from_slice(b"\", algorithm=");
+    out.extend_from_slice(alg.name().as_bytes());
+    if qop {
+        out.extend_from_slice(b", cnonce=");
+        push_quoted(out, creds.cnonce, false);
+        out.extend_from_slice(b", nc=");
+        out.extend_from_slice(&nc);
+        out.extend_from_slice(b", qop=auth");
+    }
+    if let Some(opaque) = d.opaque {
+        out.extend_from_slice(b", opaque=");
+        push_quoted(out, opaque, true);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -489,6 +630,115 @@ mod tests {
         }
         if std64 != n {
             assert_eq!(key.check(&std64, t, 60_000), NonceCheck::Invalid);
+        }
+    }
+
+    #[test]
+    fn challenge_text() {
+        let mut out = b"WWW-Authenticate: ".to_vec();
+        write_challenge(&mut out, Algorithm::Md5, b"example.com", b"abc", false);
+        assert_eq!(
+            out,
+            br#"WWW-Authenticate: Digest realm="example.com", nonce="abc", algorithm=MD5, qop="auth""#
+        );
+        out.clear();
+        write_challenge(&mut out, Algorithm::Sha256, b"a\"b\\c\r\nd", b"n", true);
+        assert_eq!(
+            out,
+            br#"Digest realm="a\"b\\cd", nonce="n", algorithm=SHA-256, qop="auth", stale=true"#
+        );
+    }
+
+    fn answer(challenge: &[u8]) -> Result<Vec<u8>, &'static str> {
+        let c = crate::sip::parse_auth(challenge).map_err(|e| e.0)?;
+        let creds = Credentials {
+            username: b"bob",
+            password: b"pw",
+            method: b"INVITE",
+            digest_uri: b"sip:carol@example.com",
+            cnonce: b"cn",
+            nc: 0x1a,
+        };
+        let mut out = b"x".to_vec();
+        let r = write_authorization(&mut out, &c, &creds);
+        if r.is_err() {
+            assert_eq!(out, b"x", "out untouched on Err");
+        }
+        r.map(|()| out[1..].to_vec())
+    }
+
+    #[test]
+    fn authorization_refusals() {
+        assert!(answer(br#"Basic realm="r""#).is_err());
+        assert!(answer(br#"Digest nonce="n""#).is_err());
+        assert!(answer(br#"Digest realm="r""#).is_err());
+        assert!(answer(br#"Digest realm="r", nonce="n", algorithm=MD5-sess"#).is_err());
+        assert!(answer(br#"Digest realm="r", nonce="n", algorithm=SHA-512-256"#).is_err());
+        assert!(answer(br#"Digest realm="r", nonce="n", qop="auth-int""#).is_err());
+        assert!(answer(br#"Digest realm="r", nonce="n", qop="auth-conf, auth-int""#).is_err());
+    }
+
+    #[test]
+    fn authorization_qop_choices() {
+        // qop lists: auth anywhere, any case, with white space.
+        for qop in [
+            r#""auth,auth-int""#,
+            r#""auth-int, AUTH""#,
+            "auth",
+            r#"" auth ""#,
+        ] {
+            let ch = format!(r#"digest realm="r", nonce="n", qop={qop}, algorithm=sha-256"#);
+            let a = answer(ch.as_bytes()).unwrap();
+            let text = String::from_utf8(a).unwrap();
+            assert!(
+                text.ends_with(r#", cnonce="cn", nc=0000001a, qop=auth"#),
+                "{text}"
+            );
+            assert!(text.contains("algorithm=SHA-256"), "{text}");
+        }
+        // No qop (or an empty list): RFC 2069 form; opaque echoed; algorithm absent = MD5.
+        for ch in [
+            &br#"Digest realm="r", nonce="n", opaque="o\"p""#[..],
+            br#"Digest realm="r", nonce="n", qop="", opaque="o\"p""#,
+        ] {
+            let a = answer(ch).unwrap();
+            let h = ha1(Algorithm::Md5, b"bob", b"r", b"pw");
+            let r = response(
+                Algorithm::Md5,
+                &h,
+                b"INVITE",
+                b"sip:carol@example.com",
+                b"n",
+                None,
+            );
+            let want = format!(
+                r#"Digest username="bob", realm="r", nonce="n", uri="sip:carol@example.com", response="{}", algorithm=MD5, opaque="o\"p""#,
+                std::str::from_utf8(r.as_bytes()).unwrap()
+            );
+            assert_eq!(String::from_utf8(a).unwrap(), want);
+        }
+    }
+
+    #[test]
+    fn nc_is_eight_lowercase_hex_digits() {
+        let c = crate::sip::parse_auth(br#"Digest realm="r", nonce="n", qop="auth""#).unwrap();
+        for (nc, want) in [
+            (1, "00000001"),
+            (0xdead_beef, "deadbeef"),
+            (u32::MAX, "ffffffff"),
+        ] {
+            let creds = Credentials {
+                username: b"u",
+                password: b"p",
+                method: b"REGISTER",
+                digest_uri: b"sip:r",
+                cnonce: b"c",
+                nc,
+            };
+            let mut out = Vec::new();
+            write_authorization(&mut out, &c, &creds).unwrap();
+            let text = String::from_utf8(out).unwrap();
+            assert!(text.contains(&format!(", nc={want}, ")), "{text}");
         }
     }
 }
