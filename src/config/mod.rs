@@ -1,7 +1,8 @@
 //! Configuration: the TOML file, defaults and ranges, VOS3000 parameter names as aliases.
 //!
-//! Owns: parsing and validating the config file (`[server]`, `[sip]`, `[log]`), the embedded
-//! default file, the parameter table ([`PARAMS`]) and the error messages for bad values.
+//! Owns: parsing and validating the config file (`[server]`, `[sip]`, `[registrar]` with its
+//! `[[registrar.accounts]]`, `[log]`), the embedded default file, the parameter table
+//! ([`PARAMS`]), the syntax of allowed sources and the error messages for bad values.
 //! Must not: import any other sipshard module, open sockets, start threads or read the clock.
 //!
 //! The field names of [`Config`], [`ServerConfig`], [`SipParams`] and [`TransactionTimers`] are
@@ -9,12 +10,17 @@
 //! [`Config::load`] or [`Config::embedded_default`]; every value in it has been range-checked.
 
 mod params;
+mod registrar;
 #[cfg(test)]
 mod tests;
 
 pub use params::{
     fmt_ms, lookup, lookup_dotted, seconds_to_ms, DecimalError, Kind, ParamInfo, Section,
     INTERVALS_MAX, INTERVAL_MAX_MS, INTERVAL_MIN_MS, PARAMS, UA_EXPIRE_MAX_S, UA_EXPIRE_MIN_S,
+};
+pub use registrar::{
+    account_problem, auth_mode_name, mask_ip, mode_problem, parse_allowed, parse_auth_mode,
+    password_problem, user_problem, AllowedSource,
 };
 
 use std::fmt;
@@ -223,6 +229,8 @@ pub struct RegistrarConfig {
     /// Entries kept in the failed-registration log (per shard). Default 10000.
     pub failed_log_capacity: u32,
     /// Bulk accounts: CSV `user,password[,allowed_ips[,auth_mode]]` (allowed IPs separated by `;`).
+    /// [`Config::load`] makes a relative path relative to the config file's directory;
+    /// [`Config::from_toml_str`] leaves it as written (relative to the working directory).
     pub accounts_file: Option<String>,
     /// Accounts written in the config file.
     pub accounts: Vec<AccountConfig>,
@@ -359,7 +367,15 @@ impl Config {
         match path {
             None => Config::from_toml_str_with_overrides(DEFAULT_TOML, overrides),
             Some(path) => match std::fs::read_to_string(path) {
-                Ok(text) => Config::from_toml_str_with_overrides(&text, overrides),
+                Ok(text) => {
+                    let mut cfg = Config::from_toml_str_with_overrides(&text, overrides)?;
+                    if let Some(file) = &cfg.registrar.accounts_file {
+                        let dir = path.parent().unwrap_or(Path::new(""));
+                        let resolved = dir.join(file);
+                        cfg.registrar.accounts_file = Some(resolved.to_string_lossy().into_owned());
+                    }
+                    Ok(cfg)
+                }
                 Err(e) => Err(ConfigErrors(vec![ConfigError {
                     key: String::new(),
                     line: None,
@@ -426,6 +442,7 @@ impl Config {
             }
             (Section::Sip, "endpoint_register_replace") => on_off(q.endpoint_register_replace),
             (Section::Sip, "registrar_max_bindings") => q.registrar_max_bindings.to_string(),
+            (Section::Registrar, key) => self.registrar_value_text(key),
             (Section::Log, "level") => self.log_level.clone(),
             _ => unreachable!("parameter {} has no value_text", p.dotted()),
         }
@@ -492,10 +509,100 @@ impl Config {
             (Section::Sip, "registrar_max_bindings", Val::Int(n)) => {
                 q.registrar_max_bindings = n as u32
             }
+            (Section::Registrar, key, v) => self.registrar_apply(p, key, v),
             (Section::Log, "level", Val::Str(l)) => self.log_level = l,
             (_, _, v) => unreachable!("parameter {} cannot take {v:?}", p.dotted()),
         }
     }
+}
+
+impl Config {
+    fn registrar_value_text(&self, key: &str) -> String {
+        let r = &self.registrar;
+        match key {
+            "realm" => r.realm.clone(),
+            "min_expires" => r.min_expires_s.to_string(),
+            "max_expires" => r.max_expires_s.to_string(),
+            "expiry_spread_percent" => r.expiry_spread_percent.to_string(),
+            "nonce_lifetime" => r.nonce_lifetime_s.to_string(),
+            "digest_algorithms" => r.digest_algorithms.join(","),
+            "nat_keepalive_interval" => r.nat_keepalive_interval_s.to_string(),
+            "nat_keepalive_max_failures" => r.nat_keepalive_max_failures.to_string(),
+            "rate_limit_per_source" => r.rate_limit_per_source.to_string(),
+            "rate_limit_burst" => r.rate_limit_burst.to_string(),
+            "trusted_sources" => r.trusted_sources.join(","),
+            "failed_log_capacity" => r.failed_log_capacity.to_string(),
+            "accounts_file" => r.accounts_file.clone().unwrap_or_default(),
+            _ => unreachable!("parameter registrar.{key} has no value_text"),
+        }
+    }
+
+    fn registrar_apply(&mut self, p: &ParamInfo, key: &str, v: params::Val) {
+        use params::Val;
+        let r = &mut self.registrar;
+        // Ranges were checked by parse_value (all fit in u32).
+        match (key, v) {
+            ("realm", Val::Str(s)) => r.realm = s,
+            ("min_expires", Val::Int(n)) => r.min_expires_s = n as u32,
+            ("max_expires", Val::Int(n)) => r.max_expires_s = n as u32,
+            ("expiry_spread_percent", Val::Int(n)) => r.expiry_spread_percent = n as u32,
+            ("nonce_lifetime", Val::Int(n)) => r.nonce_lifetime_s = n as u32,
+            ("digest_algorithms", Val::List(l)) => r.digest_algorithms = l,
+            ("nat_keepalive_interval", Val::Int(n)) => r.nat_keepalive_interval_s = n as u32,
+            ("nat_keepalive_max_failures", Val::Int(n)) => r.nat_keepalive_max_failures = n as u32,
+            ("rate_limit_per_source", Val::Int(n)) => r.rate_limit_per_source = n as u32,
+            ("rate_limit_burst", Val::Int(n)) => r.rate_limit_burst = n as u32,
+            ("trusted_sources", Val::List(l)) => r.trusted_sources = l,
+            ("failed_log_capacity", Val::Int(n)) => r.failed_log_capacity = n as u32,
+            ("accounts_file", Val::Path(f)) => r.accounts_file = f,
+            (_, v) => unreachable!("parameter {} cannot take {v:?}", p.dotted()),
+        }
+    }
+}
+
+/// Line (1-based) of the `index`-th (0-based) `[[registrar.accounts]]` header, or of `field`
+/// inside that entry. None when the accounts are not written as `[[...]]` tables.
+fn find_account_line(text: &str, index: usize, field: Option<&str>) -> Option<usize> {
+    let mut seen = 0usize;
+    let mut inside = false;
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.starts_with('[') {
+            if inside {
+                return None;
+            }
+            let name: String = line
+                .trim_start_matches('[')
+                .split(']')
+                .next()
+                .unwrap_or("")
+                .chars()
+                .filter(|c| !c.is_whitespace())
+                .collect();
+            if line.starts_with("[[") && name == "registrar.accounts" {
+                if seen == index {
+                    match field {
+                        None => return Some(i + 1),
+                        Some(_) => inside = true,
+                    }
+                }
+                seen += 1;
+            }
+            continue;
+        }
+        if let (true, Some(field)) = (inside, field) {
+            let lhs = line
+                .split('=')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .trim_matches('"');
+            if line.contains('=') && lhs == field {
+                return Some(i + 1);
+            }
+        }
+    }
+    None
 }
 
 /// Line (1-based) where `key` is written in `[section]` (or at top level when `section` is
@@ -560,6 +667,7 @@ fn build(text: &str, overrides: &[Override]) -> Result<Config, ConfigErrors> {
     };
     let mut errors: Vec<ConfigError> = Vec::new();
     let mut given: Vec<Option<Given>> = PARAMS.iter().map(|_| None).collect();
+    let mut accounts_value: Option<&toml::Value> = None;
 
     for (sec_name, sec_val) in &table {
         let Some(section) = Section::from_name(sec_name) else {
@@ -575,6 +683,10 @@ fn build(text: &str, overrides: &[Override]) -> Result<Config, ConfigErrors> {
             continue;
         };
         for (name, value) in entries {
+            if section == Section::Registrar && name == "accounts" {
+                accounts_value = Some(value);
+                continue;
+            }
             let line = find_line(text, Some(sec_name), Some(name));
             let Some(idx) = params::lookup(section, name) else {
                 errors.push(unknown_key(section, name, line));
@@ -648,6 +760,12 @@ fn build(text: &str, overrides: &[Override]) -> Result<Config, ConfigErrors> {
     if !send_retry_given {
         cfg.sip.timers.send_retry = cfg.sip.timers.resend_intervals_ms.len() as u32;
     }
+    if let Some(v) = accounts_value {
+        cfg.registrar.accounts = registrar::parse_accounts(text, v, &mut errors);
+    }
+    if errors.is_empty() {
+        cross_checks(&cfg, text, &given, &mut errors);
+    }
 
     if errors.is_empty() {
         Ok(cfg)
@@ -655,6 +773,54 @@ fn build(text: &str, overrides: &[Override]) -> Result<Config, ConfigErrors> {
         // Stable: file order first (by line), then the rest in table order.
         errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
         Err(ConfigErrors(errors))
+    }
+}
+
+/// Checks between keys, made once every value is valid: `registrar.max_expires >=
+/// registrar.min_expires`, and the expiries the registrar grants (`sip.endpoint_expire`,
+/// `sip.endpoint_nat_expire`) within `[min_expires, max_expires]`.
+fn cross_checks(cfg: &Config, text: &str, given: &[Option<Given>], errors: &mut Vec<ConfigError>) {
+    let r = &cfg.registrar;
+    let line_of = |section: Section, key: &str| {
+        params::lookup(section, key)
+            .and_then(|i| given[i].as_ref())
+            .and_then(|g| g.line)
+            .or_else(|| find_line(text, Some(section.name()), Some(key)))
+    };
+    if r.max_expires_s < r.min_expires_s {
+        errors.push(ConfigError {
+            key: "registrar.max_expires".to_string(),
+            line: line_of(Section::Registrar, "max_expires")
+                .or_else(|| line_of(Section::Registrar, "min_expires")),
+            message: format!(
+                "registrar.max_expires = {} is below registrar.min_expires = {}: \
+                 max_expires must be >= min_expires",
+                r.max_expires_s, r.min_expires_s
+            ),
+        });
+        return;
+    }
+    for (key, value) in [
+        ("endpoint_expire", cfg.sip.endpoint_expire_s),
+        ("endpoint_nat_expire", cfg.sip.endpoint_nat_expire_s),
+    ] {
+        if (r.min_expires_s..=r.max_expires_s).contains(&value) {
+            continue;
+        }
+        let p = &PARAMS[params::lookup(Section::Sip, key).expect("a [sip] key")];
+        errors.push(ConfigError {
+            key: p.dotted(),
+            line: line_of(Section::Sip, key)
+                .or_else(|| line_of(Section::Registrar, "min_expires"))
+                .or_else(|| line_of(Section::Registrar, "max_expires")),
+            message: format!(
+                "{} = {value} is outside the registrar's expiry bounds: allowed \
+                 registrar.min_expires..=registrar.max_expires ({}..={} seconds)",
+                p.label(),
+                r.min_expires_s,
+                r.max_expires_s
+            ),
+        });
     }
 }
 
@@ -676,7 +842,7 @@ fn unknown_key(section: Section, name: &str, line: Option<usize>) -> ConfigError
 }
 
 fn unknown_outside_sections(text: &str, name: &str, value: &toml::Value) -> ConfigError {
-    let known = "known sections: [server], [sip], [log]";
+    let known = "known sections: [server], [sip], [registrar], [log]";
     if let toml::Value::Table(_) = value {
         let mut message = format!("unknown section [{name}]; {known}");
         if let Some(s) = Section::ALL

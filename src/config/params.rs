@@ -7,22 +7,31 @@
 use std::fmt;
 use std::net::SocketAddr;
 
+use super::registrar::{parse_allowed, AllowedSource};
+
 /// A section of the config file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Section {
     Server,
     Sip,
+    Registrar,
     Log,
 }
 
 impl Section {
-    pub const ALL: [Section; 3] = [Section::Server, Section::Sip, Section::Log];
+    pub const ALL: [Section; 4] = [
+        Section::Server,
+        Section::Sip,
+        Section::Registrar,
+        Section::Log,
+    ];
 
     /// The table name as written in the file: `server`, `sip`, `log`.
     pub fn name(self) -> &'static str {
         match self {
             Section::Server => "server",
             Section::Sip => "sip",
+            Section::Registrar => "registrar",
             Section::Log => "log",
         }
     }
@@ -47,6 +56,12 @@ pub enum Kind {
         max: u64,
         unit: &'static str,
     },
+    /// 0 (off), or a whole number in `min..=max` (values between 1 and `min - 1` are refused).
+    IntOrOff {
+        min: u64,
+        max: u64,
+        unit: &'static str,
+    },
     /// `true`/`false`, or the VOS3000 strings "On"/"Off" (any case).
     Bool,
     /// SS_SIP_RESEND_INTERVAL: 1..=10 values, each 0.05..=60 s, whole milliseconds.
@@ -59,6 +74,15 @@ pub enum Kind {
     SocketAddr,
     /// A `tracing` filter directive such as `info` or `sipshard=debug,warn`.
     LogFilter,
+    /// A non-empty string that can be written inside a quoted header parameter (digest realm).
+    Token,
+    /// Digest algorithms: a TOML array (or a comma-separated string) of `SHA-256`/`MD5`, any
+    /// case, at least one, no duplicates.
+    Algorithms,
+    /// Source networks: a TOML array (or a comma-separated string) of `IP` or `IP/PREFIX`.
+    Networks,
+    /// A file path; the empty string means none.
+    Path,
 }
 
 /// Resend interval bounds, milliseconds (per value).
@@ -107,6 +131,13 @@ impl ParamInfo {
                     format!("{min}..={max} {unit}")
                 }
             }
+            Kind::IntOrOff { min, max, unit } => {
+                if unit.is_empty() {
+                    format!("0 (off) or {min}..={max}")
+                } else {
+                    format!("0 (off) or {min}..={max} {unit}")
+                }
+            }
             Kind::Bool => "On/Off (or true/false)".to_string(),
             Kind::Intervals => format!(
                 "1 to {INTERVALS_MAX} values, each {}..={} seconds in whole milliseconds",
@@ -122,6 +153,14 @@ impl ParamInfo {
             Kind::SocketAddr => "IP:PORT (IPv6 as [ADDR]:PORT)".to_string(),
             Kind::LogFilter => {
                 "a tracing filter: error|warn|info|debug|trace, or target=level,...".to_string()
+            }
+            Kind::Token => {
+                "a non-empty string without quotes, backslashes or control characters".to_string()
+            }
+            Kind::Algorithms => "one or both of SHA-256, MD5 (in order of preference)".to_string(),
+            Kind::Networks => "a list of IP or IP/PREFIX (may be empty)".to_string(),
+            Kind::Path => {
+                "a file path, relative to the config file's directory; \"\" = none".to_string()
             }
         }
     }
@@ -314,6 +353,102 @@ pub static PARAMS: &[ParamInfo] = &[
         kind: int(1, 1000, "bindings"),
         meaning: "max concurrent contact bindings per address of record",
     },
+    // [registrar]
+    ParamInfo {
+        section: Section::Registrar,
+        key: "realm",
+        vos_name: None,
+        kind: Kind::Token,
+        meaning: "digest realm of the challenges (and of the HA1 hashes of every account)",
+    },
+    ParamInfo {
+        section: Section::Registrar,
+        key: "min_expires",
+        vos_name: None,
+        kind: int(10, 3600, "seconds"),
+        meaning: "shortest expiry accepted; a shorter non-zero Expires gets 423 with Min-Expires",
+    },
+    ParamInfo {
+        section: Section::Registrar,
+        key: "max_expires",
+        vos_name: None,
+        kind: int(60, 86_400, "seconds (and >= min_expires)"),
+        meaning: "longest expiry granted; longer requests are cut down to it",
+    },
+    ParamInfo {
+        section: Section::Registrar,
+        key: "expiry_spread_percent",
+        vos_name: None,
+        kind: int(0, 50, "percent"),
+        meaning: "random spread subtracted from granted expiries against refresh storms (0 = off)",
+    },
+    ParamInfo {
+        section: Section::Registrar,
+        key: "nonce_lifetime",
+        vos_name: None,
+        kind: int(10, 3600, "seconds"),
+        meaning: "how long a nonce is accepted; older ones get 401 with stale=true",
+    },
+    ParamInfo {
+        section: Section::Registrar,
+        key: "digest_algorithms",
+        vos_name: None,
+        kind: Kind::Algorithms,
+        meaning: "digest algorithms offered in challenges, one challenge each, in this order",
+    },
+    ParamInfo {
+        section: Section::Registrar,
+        key: "nat_keepalive_interval",
+        vos_name: None,
+        kind: Kind::IntOrOff {
+            min: 5,
+            max: 3600,
+            unit: "seconds",
+        },
+        meaning: "OPTIONS keepalive interval for bindings behind NAT (0 = no keepalives)",
+    },
+    ParamInfo {
+        section: Section::Registrar,
+        key: "nat_keepalive_max_failures",
+        vos_name: None,
+        kind: int(1, 100, "keepalives"),
+        meaning: "unanswered keepalives in a row before a NAT binding is dropped",
+    },
+    ParamInfo {
+        section: Section::Registrar,
+        key: "rate_limit_per_source",
+        vos_name: None,
+        kind: int(0, 100_000, "requests per second (0 = off)"),
+        meaning: "REGISTER requests per second accepted from one source IP",
+    },
+    ParamInfo {
+        section: Section::Registrar,
+        key: "rate_limit_burst",
+        vos_name: None,
+        kind: int(1, 1_000_000, "requests"),
+        meaning: "requests a source may send at once above the rate",
+    },
+    ParamInfo {
+        section: Section::Registrar,
+        key: "trusted_sources",
+        vos_name: None,
+        kind: Kind::Networks,
+        meaning: "sources never rate-limited or suspended",
+    },
+    ParamInfo {
+        section: Section::Registrar,
+        key: "failed_log_capacity",
+        vos_name: None,
+        kind: int(0, 1_000_000, "entries (0 = no log)"),
+        meaning: "entries kept in the failed-registration log, per shard",
+    },
+    ParamInfo {
+        section: Section::Registrar,
+        key: "accounts_file",
+        vos_name: None,
+        kind: Kind::Path,
+        meaning: "CSV of bulk accounts: user,password[,allowed[,auth_mode]]",
+    },
     // [log]
     ParamInfo {
         section: Section::Log,
@@ -353,6 +488,8 @@ pub enum Val {
     Choice(&'static str),
     Addr(SocketAddr),
     Str(String),
+    List(Vec<String>),
+    Path(Option<String>),
 }
 
 /// Parse and range-check `v` for `p`. The error is the tail of the message, to follow
@@ -372,6 +509,20 @@ pub fn parse_value(p: &ParamInfo, v: &toml::Value) -> Result<Val, String> {
                 _ => return Err(not_valid("a whole number")),
             };
             if n < min as i128 || n > max as i128 {
+                return Err(out_of_range());
+            }
+            Ok(Val::Int(n as u64))
+        }
+        Kind::IntOrOff { min, max, .. } => {
+            let n: i128 = match v {
+                toml::Value::Integer(i) => *i as i128,
+                toml::Value::String(s) => match parse_whole(s) {
+                    Some(n) => n,
+                    None => return Err(not_valid("a whole number")),
+                },
+                _ => return Err(not_valid("a whole number")),
+            };
+            if n != 0 && (n < min as i128 || n > max as i128) {
                 return Err(out_of_range());
             }
             Ok(Val::Int(n as u64))
@@ -440,6 +591,88 @@ pub fn parse_value(p: &ParamInfo, v: &toml::Value) -> Result<Val, String> {
             }
             _ => Err(not_valid("a non-empty string")),
         },
+        Kind::Token => match v {
+            toml::Value::String(s)
+                if !s.is_empty() && !s.chars().any(|c| c == '"' || c == '\\' || c.is_control()) =>
+            {
+                Ok(Val::Str(s.clone()))
+            }
+            _ => Err(not_valid("a non-empty string")),
+        },
+        Kind::Algorithms => {
+            let items = string_list(v).map_err(|what| not_valid(what))?;
+            let mut out: Vec<String> = Vec::new();
+            let mut problems = Vec::new();
+            for item in &items {
+                match ["SHA-256", "MD5"]
+                    .iter()
+                    .find(|a| a.eq_ignore_ascii_case(item.trim()))
+                {
+                    Some(a) if out.iter().any(|o| o == a) => {
+                        problems.push(format!("{a} is listed twice"))
+                    }
+                    Some(a) => out.push(a.to_string()),
+                    None => problems.push(format!("`{}` is not an algorithm", item.trim())),
+                }
+            }
+            if items.is_empty() {
+                problems.push("it has no values".to_string());
+            }
+            if problems.is_empty() {
+                Ok(Val::List(out))
+            } else {
+                Err(format!(
+                    "is not valid: {}; allowed {range}",
+                    problems.join(", ")
+                ))
+            }
+        }
+        Kind::Networks => {
+            let items = string_list(v).map_err(|what| not_valid(what))?;
+            let mut out = Vec::new();
+            let mut problems = Vec::new();
+            for item in &items {
+                match parse_allowed(item) {
+                    Ok(AllowedSource::IpPort(_)) => {
+                        problems.push(format!("`{}` has a port; write the IP only", item.trim()))
+                    }
+                    Ok(a) => out.push(a.to_string()),
+                    Err(e) => problems.push(e),
+                }
+            }
+            if problems.is_empty() {
+                Ok(Val::List(out))
+            } else {
+                Err(format!(
+                    "is not valid: {}; allowed {range}",
+                    problems.join(", ")
+                ))
+            }
+        }
+        Kind::Path => match v {
+            toml::Value::String(s) if s.trim().is_empty() => Ok(Val::Path(None)),
+            toml::Value::String(s) if !s.chars().any(|c| c.is_control()) => {
+                Ok(Val::Path(Some(s.trim().to_string())))
+            }
+            _ => Err(not_valid("a string")),
+        },
+    }
+}
+
+/// A TOML array of strings, or one string of comma-separated items (as `params` prints lists and
+/// as command-line overrides give them). An empty string is an empty list.
+fn string_list(v: &toml::Value) -> Result<Vec<String>, &'static str> {
+    match v {
+        toml::Value::String(s) if s.trim().is_empty() => Ok(Vec::new()),
+        toml::Value::String(s) => Ok(s.split(',').map(|p| p.trim().to_string()).collect()),
+        toml::Value::Array(items) => items
+            .iter()
+            .map(|i| match i {
+                toml::Value::String(s) => Ok(s.clone()),
+                _ => Err("an array of strings"),
+            })
+            .collect(),
+        _ => Err("an array of strings"),
     }
 }
 

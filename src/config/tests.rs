@@ -466,7 +466,30 @@ const INT_RANGES: &[(&str, &str, Option<&str>, i64, i64)] = &[
         1,
         1000,
     ),
+    ("registrar", "min_expires", None, 10, 3600),
+    ("registrar", "max_expires", None, 60, 86_400),
+    ("registrar", "expiry_spread_percent", None, 0, 50),
+    ("registrar", "nonce_lifetime", None, 10, 3600),
+    ("registrar", "nat_keepalive_max_failures", None, 1, 100),
+    ("registrar", "rate_limit_per_source", None, 0, 100_000),
+    ("registrar", "rate_limit_burst", None, 1, 1_000_000),
+    ("registrar", "failed_log_capacity", None, 0, 1_000_000),
 ];
+
+/// Other keys that make the range edges of `section.key` pass the cross-field checks (expiries
+/// granted by the registrar must lie within `[min_expires, max_expires]`).
+fn edge_context(section: &str, key: &str) -> &'static str {
+    match (section, key) {
+        ("sip", "endpoint_expire" | "endpoint_nat_expire") => {
+            "[registrar]\nmin_expires = 10\nmax_expires = 86400\n"
+        }
+        ("registrar", "min_expires") => {
+            "[sip]\nendpoint_expire = 3600\nendpoint_nat_expire = 3600\n"
+        }
+        ("registrar", "max_expires") => "[sip]\nendpoint_expire = 60\nendpoint_nat_expire = 60\n",
+        _ => "",
+    }
+}
 
 #[test]
 fn every_numeric_parameter_is_in_the_range_table() {
@@ -492,13 +515,15 @@ fn range_edges_of_every_numeric_parameter() {
         for name in names {
             for ok in [min, max] {
                 for text in [ok.to_string(), format!("\"{ok}\"")] {
-                    let c = parse(&format!("[{section}]\n{name} = {text}\n"))
+                    let ctx = edge_context(section, key);
+                    let c = parse(&format!("[{section}]\n{name} = {text}\n{ctx}"))
                         .unwrap_or_else(|e| panic!("{name} = {text}: {e}"));
                     assert_eq!(c.value_text(p), ok.to_string(), "{name} = {text}");
                 }
             }
             for bad in [min - 1, max + 1] {
-                let e = one_err(&format!("[{section}]\n{name} = {bad}\n"));
+                let ctx = edge_context(section, key);
+                let e = one_err(&format!("[{section}]\n{name} = {bad}\n{ctx}"));
                 let label = match vos {
                     Some(v) => format!("{section}.{key} ({v})"),
                     None => format!("{section}.{key}"),
