@@ -292,9 +292,11 @@ impl Authenticator {
             return AuthDecision::Challenge { stale: false };
         };
         // 6. Response, with the same work for unknown users.
-        let account = accounts
-            .find(username)
-            .filter(|&id| accounts.get(id).auth_mode == AuthMode::Digest);
+        // Only digest accounts with a password (an empty HA1 would make the response guessable).
+        let account = accounts.find(username).filter(|&id| {
+            let a = accounts.get(id);
+            a.auth_mode == AuthMode::Digest && !a.ha1_md5.as_bytes().is_empty()
+        });
         let ha1 = match (account, alg) {
             (Some(id), Algorithm::Md5) => &accounts.get(id).ha1_md5,
             (Some(id), Algorithm::Sha256) => &accounts.get(id).ha1_sha256,
