@@ -471,7 +471,7 @@ fn credentials_for_other_realms_are_ignored() {
     let other = credentials(Algorithm::Md5, "alice", "wonderland", &nonce)
         .replace(&format!("realm=\"{REALM}\""), "realm=\"elsewhere\"");
     assert_eq!(
-        w.decide(&register("alice", &[other.clone()]), PHONE, 0),
+        w.decide(&register("alice", std::slice::from_ref(&other)), PHONE, 0),
         FRESH
     );
     // Ours after another realm's is found.

@@ -36,7 +36,8 @@
 //!    - **Wrong password** (or unknown user): the failure is counted and the answer is a fresh
 //!      `Challenge { stale: false }` (401, as RFC 3261 UAs expect, so a mistyped password can be
 //!      retried); the `SS_ENDPOINT_REGISTER_RETRY`-th failure in a row suspends the endpoint and
-//!      is itself answered `Suspended` (403). `endpoint_register_retry = 0` disables the lockout.
+//!      is itself answered `Suspended` (403). `endpoint_register_retry = 0` or
+//!      `endpoint_register_suspend = 0` disables the lockout.
 //!      Failures are forgotten `SS_ENDPOINT_REGISTER_SUSPEND` seconds after the last one, and a
 //!      success resets them.
 //! 7. **After a valid response**: the username must equal the To URI user (else
@@ -402,7 +403,7 @@ impl Authenticator {
 
     /// Count a failure; `Some(until)` when it suspends the endpoint.
     fn fail(&mut self, k: EndpointKey, ip: IpAddr, now: Millis) -> Option<Millis> {
-        if self.retry == 0 || self.trusted.contains(ip) {
+        if self.retry == 0 || self.suspend_ms == 0 || self.trusted.contains(ip) {
             return None;
         }
         let seq = self.next_seq;
