@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 
 need_pkgs=()
 command -v sipp >/dev/null 2>&1 || need_pkgs+=(sip-tester)
+command -v sipsak >/dev/null 2>&1 || need_pkgs+=(sipsak)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "scripts/test.sh: installing ${need_pkgs[*]}" >&2

@@ -7,9 +7,7 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sipshard::config::{
-    Config, IoBackendKind, Privacy, ServerConfig, SipParams, TransactionTimers,
-};
+use sipshard::config::{Config, IoBackendKind, ServerConfig};
 use sipshard::dispatch::{Core, Outbox};
 use sipshard::server;
 use sipshard::timer::Millis;
@@ -49,20 +47,7 @@ fn config() -> Config {
             shutdown_timeout_ms: 1000,
             max_datagram_bytes: 2048,
         },
-        sip: SipParams {
-            timers: TransactionTimers::default(),
-            user_agent_expire_s: None,
-            user_agent_retry_delay_s: 60,
-            user_agent_send_unregister: true,
-            user_agent_privacy: Privacy::Ignore,
-            endpoint_expire_s: 3600,
-            endpoint_nat_expire_s: 300,
-            endpoint_register_retry: 6,
-            endpoint_register_suspend_s: 180,
-            endpoint_register_replace: true,
-            registrar_max_bindings: 10,
-        },
-        log_level: "info".into(),
+        ..Config::default()
     }
 }
 

@@ -144,7 +144,7 @@ pub fn response_matches(expected: &Hex, received: &[u8]) -> bool {
     diff == 0
 }
 
-/// Length of the nonces made by [`NonceKey::make`]: [`NONCE_RAW`] bytes in base64url.
+/// Length of the nonces made by [`NonceKey::make`]: 30 bytes in base64url (format on [`NonceKey`]).
 pub const NONCE_LEN: usize = 40;
 
 /// Nonce layout before encoding: 8 bytes big-endian ms timestamp, 4 bytes salt (the low 32 bits

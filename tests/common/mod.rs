@@ -186,17 +186,26 @@ pub fn rfc4475_dir() -> Option<PathBuf> {
 
 /// True when sipp is on PATH; panics when it is missing and CI=true.
 pub fn have_sipp() -> bool {
-    let found = Command::new("sipp")
-        .arg("-v")
+    have_tool("sipp", "-v", "sip-tester")
+}
+
+/// True when sipsak is on PATH; panics when it is missing and CI=true.
+pub fn have_sipsak() -> bool {
+    have_tool("sipsak", "--version", "sipsak")
+}
+
+fn have_tool(cmd: &str, version_flag: &str, package: &str) -> bool {
+    let found = Command::new(cmd)
+        .arg(version_flag)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .is_ok();
     if !found && std::env::var("CI").as_deref() == Ok("true") {
-        panic!("sipp is missing and CI=true (Debian package sip-tester)");
+        panic!("{cmd} is missing and CI=true (Debian package {package})");
     }
     if !found {
-        eprintln!("notice: sipp is missing; skipping (this fails when CI=true)");
+        eprintln!("notice: {cmd} is missing; skipping (this fails when CI=true)");
     }
     found
 }
