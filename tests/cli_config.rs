@@ -213,3 +213,71 @@ fn docs_list_every_key_and_vos_name() {
         }
     }
 }
+
+#[test]
+fn check_config_reports_registrar_and_account_errors() {
+    let f = TempFile::new(
+        "registrar-bad.toml",
+        r#"[registrar]
+min_expires = 600
+max_expires = 300
+digest_algorithms = ["MD5", "md5"]
+
+[[registrar.accounts]]
+user = "gw"
+auth_mode = "ip_port"
+allowed = ["10.0.0.1"]
+"#,
+    );
+    let (code, out, _) = sipshard(&["check-config", f.path()]);
+    assert_eq!(code, 2, "{out}");
+    let p = f.path();
+    assert!(
+        out.contains(&format!(
+            "{p}:4: registrar.digest_algorithms = [\"MD5\", \"md5\"] is not valid: MD5 is listed twice"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "{p}:9: registrar.accounts #1: (user `gw`) allowed: `10.0.0.1` has no port"
+        )),
+        "{out}"
+    );
+    assert!(out.contains(&format!("{p}: 2 errors")), "{out}");
+    // Cross-field checks come once the values themselves are valid.
+    let f = TempFile::new(
+        "registrar-cross.toml",
+        "[registrar]\nmin_expires = 600\nmax_expires = 300\n",
+    );
+    let (code, out, _) = sipshard(&["check-config", f.path()]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("registrar.max_expires = 300 is below registrar.min_expires = 600"),
+        "{out}"
+    );
+}
+
+#[test]
+fn params_shows_registrar_values_but_not_accounts() {
+    let f = TempFile::new(
+        "registrar-params.toml",
+        "[registrar]\nrealm = \"carrier.example\"\ntrusted_sources = [\"10.0.0.0/8\"]\n\
+         [[registrar.accounts]]\nuser = \"1001\"\npassword = \"pw\"\n",
+    );
+    let (code, out, _) = sipshard(&["params", "--config", f.path()]);
+    assert_eq!(code, 0, "{out}");
+    let row = |key: &str| {
+        out.lines()
+            .find(|l| l.starts_with(&format!("{key} ")))
+            .unwrap_or_else(|| panic!("no row {key}"))
+            .to_string()
+    };
+    assert!(row("registrar.realm").ends_with(" carrier.example *"));
+    assert!(row("registrar.trusted_sources").ends_with(" 10.0.0.0/8 *"));
+    assert!(row("registrar.digest_algorithms").ends_with(" SHA-256,MD5"));
+    assert!(
+        !out.contains("pw"),
+        "accounts and passwords are not parameters: {out}"
+    );
+}

@@ -561,15 +561,17 @@ impl Config {
 }
 
 /// Line (1-based) of the `index`-th (0-based) `[[registrar.accounts]]` header, or of `field`
-/// inside that entry. None when the accounts are not written as `[[...]]` tables.
+/// inside that entry (the header's when the field is not written). None when the accounts are
+/// not written as `[[...]]` tables.
 fn find_account_line(text: &str, index: usize, field: Option<&str>) -> Option<usize> {
     let mut seen = 0usize;
-    let mut inside = false;
+    // The entry's header line, once found, while looking for `field` in it.
+    let mut inside: Option<usize> = None;
     for (i, raw) in text.lines().enumerate() {
         let line = raw.trim();
         if line.starts_with('[') {
-            if inside {
-                return None;
+            if inside.is_some() {
+                return inside;
             }
             let name: String = line
                 .trim_start_matches('[')
@@ -583,14 +585,14 @@ fn find_account_line(text: &str, index: usize, field: Option<&str>) -> Option<us
                 if seen == index {
                     match field {
                         None => return Some(i + 1),
-                        Some(_) => inside = true,
+                        Some(_) => inside = Some(i + 1),
                     }
                 }
                 seen += 1;
             }
             continue;
         }
-        if let (true, Some(field)) = (inside, field) {
+        if let (Some(_), Some(field)) = (inside, field) {
             let lhs = line
                 .split('=')
                 .next()
@@ -602,7 +604,7 @@ fn find_account_line(text: &str, index: usize, field: Option<&str>) -> Option<us
             }
         }
     }
-    None
+    inside
 }
 
 /// Line (1-based) where `key` is written in `[section]` (or at top level when `section` is

@@ -284,6 +284,14 @@ pub(super) fn parse_accounts(
             err(None, "`user` is missing".to_string());
             continue;
         }
+        if let Some(first) = seen.get(&a.user) {
+            err(
+                Some("user"),
+                format!("duplicate user `{}` (first in #{first})", a.user),
+            );
+            continue;
+        }
+        seen.insert(a.user.clone(), n);
         if !ok {
             continue;
         }
@@ -294,14 +302,6 @@ pub(super) fn parse_accounts(
             );
             continue;
         }
-        if let Some(first) = seen.get(&a.user) {
-            err(
-                Some("user"),
-                format!("duplicate user `{}` (first in #{first})", a.user),
-            );
-            continue;
-        }
-        seen.insert(a.user.clone(), n);
         out.push(a);
     }
     out

@@ -775,3 +775,340 @@ fn load_reports_missing_file() {
         "{err}"
     );
 }
+
+// ---- [registrar] --------------------------------------------------------------------------------
+
+const REGISTRAR: &str = r#"
+[registrar]
+realm = "carrier.example"
+min_expires = 30
+max_expires = 3600
+expiry_spread_percent = 10
+nonce_lifetime = 120
+digest_algorithms = ["md5"]
+nat_keepalive_interval = 0
+nat_keepalive_max_failures = 5
+rate_limit_per_source = 0
+rate_limit_burst = 1
+trusted_sources = ["10.0.0.0/8", "192.0.2.7", "2001:db8::/32"]
+failed_log_capacity = 0
+accounts_file = "accounts.csv"
+
+[[registrar.accounts]]
+user = "1001"
+password = "secret"
+
+[[registrar.accounts]]
+user = "gw"
+auth_mode = "IP"
+allowed = ["198.51.100.0/24", "203.0.113.9"]
+
+[[registrar.accounts]]
+user = "gw-port"
+auth_mode = "ip_port"
+allowed = ["[2001:db8::5]:5060"]
+"#;
+
+#[test]
+fn registrar_section_sets_every_field() {
+    let c = parse(REGISTRAR).unwrap();
+    let r = &c.registrar;
+    assert_eq!(r.realm, "carrier.example");
+    assert_eq!(r.min_expires_s, 30);
+    assert_eq!(r.max_expires_s, 3600);
+    assert_eq!(r.expiry_spread_percent, 10);
+    assert_eq!(r.nonce_lifetime_s, 120);
+    assert_eq!(r.digest_algorithms, vec!["MD5".to_string()]);
+    assert_eq!(r.nat_keepalive_interval_s, 0);
+    assert_eq!(r.nat_keepalive_max_failures, 5);
+    assert_eq!(r.rate_limit_per_source, 0);
+    assert_eq!(r.rate_limit_burst, 1);
+    assert_eq!(
+        r.trusted_sources,
+        vec!["10.0.0.0/8", "192.0.2.7", "2001:db8::/32"]
+    );
+    assert_eq!(r.failed_log_capacity, 0);
+    assert_eq!(r.accounts_file.as_deref(), Some("accounts.csv"));
+    assert_eq!(
+        r.accounts,
+        vec![
+            AccountConfig {
+                user: "1001".into(),
+                password: "secret".into(),
+                auth_mode: AuthMode::Digest,
+                allowed: vec![],
+            },
+            AccountConfig {
+                user: "gw".into(),
+                password: String::new(),
+                auth_mode: AuthMode::Ip,
+                allowed: vec!["198.51.100.0/24".into(), "203.0.113.9".into()],
+            },
+            AccountConfig {
+                user: "gw-port".into(),
+                password: String::new(),
+                auth_mode: AuthMode::IpPort,
+                allowed: vec!["[2001:db8::5]:5060".into()],
+            },
+        ]
+    );
+    // The rest is untouched.
+    assert_eq!(c.sip, SipParams::default());
+    // The embedded default has no accounts and no file.
+    let d = Config::embedded_default().registrar;
+    assert!(d.accounts.is_empty());
+    assert_eq!(d.accounts_file, None);
+    assert_eq!(d, RegistrarConfig::default());
+}
+
+#[test]
+fn registrar_value_text_round_trips() {
+    let c = parse(REGISTRAR).unwrap();
+    let overrides: Vec<Override> = PARAMS
+        .iter()
+        .filter(|p| p.section == Section::Registrar)
+        .map(|p| Override {
+            key: p.dotted(),
+            value: c.value_text(p),
+            origin: "test".into(),
+        })
+        .collect();
+    let back = Config::from_toml_str_with_overrides("", &overrides).unwrap();
+    let mut want = c.registrar.clone();
+    want.accounts.clear();
+    assert_eq!(back.registrar, want);
+}
+
+fn reg(body: &str) -> String {
+    format!("[registrar]\n{body}\n")
+}
+
+#[test]
+fn digest_algorithms_forms_and_errors() {
+    for (text, want) in [
+        ("[\"SHA-256\", \"MD5\"]", vec!["SHA-256", "MD5"]),
+        ("[\"md5\", \"sha-256\"]", vec!["MD5", "SHA-256"]),
+        ("\"Sha-256\"", vec!["SHA-256"]),
+        ("\"MD5, SHA-256\"", vec!["MD5", "SHA-256"]),
+    ] {
+        let c = parse(&reg(&format!("digest_algorithms = {text}"))).unwrap();
+        assert_eq!(c.registrar.digest_algorithms, want, "{text}");
+    }
+    let e = one_err(&reg("digest_algorithms = []"));
+    assert_eq!(
+        e,
+        "registrar.digest_algorithms = [] is not valid: it has no values; allowed one or both of \
+         SHA-256, MD5 (in order of preference)"
+    );
+    let e = one_err(&reg("digest_algorithms = [\"MD5\", \"md5\"]"));
+    assert!(e.contains("MD5 is listed twice"), "{e}");
+    let e = one_err(&reg("digest_algorithms = [\"SHA-512\"]"));
+    assert!(e.contains("`SHA-512` is not an algorithm"), "{e}");
+    let e = one_err(&reg("digest_algorithms = [1]"));
+    assert!(e.contains("expected an array of strings"), "{e}");
+}
+
+#[test]
+fn trusted_sources_are_validated() {
+    let c = parse(&reg("trusted_sources = \"10.1.2.3/8, ::1\"")).unwrap();
+    assert_eq!(c.registrar.trusted_sources, vec!["10.0.0.0/8", "::1"]);
+    let e = one_err(&reg(
+        "trusted_sources = [\"10.0.0.1:5060\", \"nope\", \"10.0.0.0/40\"]",
+    ));
+    assert!(
+        e.starts_with("registrar.trusted_sources = [\"10.0.0.1:5060\", \"nope\", \"10.0.0.0/40\"] is not valid: "),
+        "{e}"
+    );
+    assert!(
+        e.contains("`10.0.0.1:5060` has a port; write the IP only"),
+        "{e}"
+    );
+    assert!(
+        e.contains("`nope` is not an IP, IP:PORT ([IPv6]:PORT) or IP/PREFIX"),
+        "{e}"
+    );
+    assert!(e.contains("the prefix length must be 0..=32"), "{e}");
+}
+
+#[test]
+fn nat_keepalive_interval_is_off_or_5_to_3600() {
+    for (text, want) in [("0", 0), ("5", 5), ("3600", 3600), ("\"30\"", 30)] {
+        let c = parse(&reg(&format!("nat_keepalive_interval = {text}"))).unwrap();
+        assert_eq!(c.registrar.nat_keepalive_interval_s, want);
+    }
+    for bad in ["1", "4", "3601", "-1"] {
+        let e = one_err(&reg(&format!("nat_keepalive_interval = {bad}")));
+        assert_eq!(
+            e,
+            format!(
+                "registrar.nat_keepalive_interval = {bad} is out of range: allowed 0 (off) or \
+                 5..=3600 seconds"
+            )
+        );
+    }
+}
+
+#[test]
+fn realm_and_accounts_file_values() {
+    for bad in ["\"\"", "\"a\\\"b\"", "\"a\\\\b\"", "5"] {
+        let e = one_err(&reg(&format!("realm = {bad}")));
+        assert!(e.starts_with("registrar.realm = "), "{e}");
+        assert!(
+            e.contains(" is not valid: expected a non-empty string; allowed a non-empty string"),
+            "{e}"
+        );
+    }
+    let c = parse(&reg("accounts_file = \"\"")).unwrap();
+    assert_eq!(c.registrar.accounts_file, None);
+    let c = parse(&reg("accounts_file = \"/etc/sipshard/accounts.csv\"")).unwrap();
+    assert_eq!(
+        c.registrar.accounts_file.as_deref(),
+        Some("/etc/sipshard/accounts.csv")
+    );
+    let e = one_err(&reg("accounts_file = 3"));
+    assert!(e.contains("expected a string"), "{e}");
+}
+
+#[test]
+fn load_makes_accounts_file_relative_to_the_config_file() {
+    let dir = std::env::temp_dir().join(format!("sipshard-cfg-rel-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("c.toml");
+    std::fs::write(&file, "[registrar]\naccounts_file = \"sub/a.csv\"\n").unwrap();
+    let c = Config::load(&file).unwrap();
+    assert_eq!(
+        c.registrar.accounts_file.as_deref(),
+        Some(dir.join("sub/a.csv").to_str().unwrap())
+    );
+    std::fs::write(&file, "[registrar]\naccounts_file = \"/abs/a.csv\"\n").unwrap();
+    let c = Config::load(&file).unwrap();
+    assert_eq!(c.registrar.accounts_file.as_deref(), Some("/abs/a.csv"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn expiry_cross_checks() {
+    let e = one_err(&reg("min_expires = 600\nmax_expires = 300"));
+    assert_eq!(
+        e,
+        "registrar.max_expires = 300 is below registrar.min_expires = 600: max_expires must be \
+         >= min_expires"
+    );
+    let err = parse("[sip]\nendpoint_nat_expire = 30\n").unwrap_err();
+    assert_eq!(err.len(), 1);
+    assert_eq!(err.0[0].line, Some(2));
+    assert_eq!(err.0[0].key, "sip.endpoint_nat_expire");
+    assert_eq!(
+        err.0[0].message,
+        "sip.endpoint_nat_expire (SS_ENDPOINT_NAT_EXPIRE) = 30 is outside the registrar's expiry \
+         bounds: allowed registrar.min_expires..=registrar.max_expires (60..=7200 seconds)"
+    );
+    // Raising max_expires without moving endpoint_expire is fine; lowering it below is not.
+    let err = parse("[registrar]\nmax_expires = 1800\n").unwrap_err();
+    assert_eq!(err.0[0].key, "sip.endpoint_expire");
+    assert_eq!(
+        err.0[0].line,
+        Some(2),
+        "points at the registrar key when sip's is not written"
+    );
+    // Both errors at once: endpoint_expire (3600) and endpoint_nat_expire (300) below 900.
+    let e = errs("[registrar]\nmin_expires = 900\n");
+    assert_eq!(e.len(), 1, "{e:?}");
+    let e = errs("[registrar]\nmin_expires = 3600\nmax_expires = 3600\n");
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].contains("endpoint_nat_expire"), "{e:?}");
+    parse("[registrar]\nmin_expires = 300\n").unwrap();
+}
+
+#[test]
+fn registrar_unknown_keys_and_sections() {
+    let err = parse("[registrar]\nrelm = \"x\"\n").unwrap_err();
+    assert_eq!(err.0[0].line, Some(2));
+    assert!(
+        err.0[0]
+            .message
+            .contains("unknown key `relm` in [registrar]; did you mean `realm`?"),
+        "{err}"
+    );
+    let e = one_err("[registrar]\nendpoint_expire = 60\n");
+    assert!(e.contains("`endpoint_expire` belongs in [sip]"), "{e}");
+    let e = one_err("[registar]\nrealm = \"x\"\n");
+    assert!(e.contains("did you mean [registrar]?"), "{e}");
+}
+
+#[test]
+fn account_entries_are_checked() {
+    let text = r#"
+[[registrar.accounts]]
+user = "a"
+
+[[registrar.accounts]]
+user = "b"
+auth_mode = "ip"
+
+[[registrar.accounts]]
+user = "c"
+auth_mode = "ip_port"
+allowed = ["10.0.0.1", "10.0.0.2:5060"]
+
+[[registrar.accounts]]
+user = "d"
+password = "x"
+auth_mode = "radius"
+
+[[registrar.accounts]]
+user = "e"
+password = "x"
+allowed = ["10.0.0.256"]
+colour = "blue"
+
+[[registrar.accounts]]
+password = "x"
+
+[[registrar.accounts]]
+user = "a"
+password = "x"
+
+[[registrar.accounts]]
+user = "g"
+password = "x"
+allowed = "10.0.0.1"
+
+[[registrar.accounts]]
+user = "h i"
+password = "x"
+
+[[registrar.accounts]]
+user = "j"
+auth_mode = "ip"
+allowed = ["10.0.0.1:5060"]
+"#;
+    let err = parse(text).unwrap_err();
+    let got: Vec<(Option<usize>, &str)> =
+        err.iter().map(|e| (e.line, e.message.as_str())).collect();
+    assert_eq!(
+        got,
+        vec![
+            (Some(2), "registrar.accounts #1: (user `a`) password: auth_mode digest needs a non-empty password"),
+            (Some(5), "registrar.accounts #2: (user `b`) allowed: auth_mode ip needs at least one allowed IP or IP/PREFIX"),
+            (Some(12), "registrar.accounts #3: (user `c`) allowed: `10.0.0.1` has no port; auth_mode ip_port needs IP:PORT entries"),
+            (Some(17), "registrar.accounts #4: auth_mode = \"radius\" is not valid: allowed digest|ip|ip_port"),
+            (Some(23), "registrar.accounts #5: unknown key `colour`; known: user, password, auth_mode, allowed"),
+            (Some(25), "registrar.accounts #6: `user` is missing"),
+            (Some(29), "registrar.accounts #7: duplicate user `a` (first in #1)"),
+            (Some(35), "registrar.accounts #8: allowed = \"10.0.0.1\" is not valid: expected an array of strings like [\"10.0.0.0/8\", \"192.0.2.7:5060\"]"),
+            (Some(38), "registrar.accounts #9: (user `h i`) user: user `h i` contains ' '"),
+            (Some(44), "registrar.accounts #10: (user `j`) allowed: `10.0.0.1:5060` has a port, but auth_mode ip matches the source IP only: drop the port or use auth_mode ip_port"),
+        ]
+    );
+    // Account #5's bad address is reported once its unknown key is fixed.
+    let e = one_err(
+        "[[registrar.accounts]]\nuser = \"e\"\npassword = \"x\"\nallowed = [\"10.0.0.256\"]\n",
+    );
+    assert_eq!(e, "registrar.accounts #1: (user `e`) allowed: `10.0.0.256` is not an IP, IP:PORT ([IPv6]:PORT) or IP/PREFIX");
+    let e = one_err("[registrar]\naccounts = 5\n");
+    assert!(
+        e.contains("must be written as [[registrar.accounts]] tables"),
+        "{e}"
+    );
+}
