@@ -57,6 +57,11 @@
 //! source take 55 minutes to cycle). Usernames are stored as a 64-bit hash keyed by a secret
 //! derived from the nonce key, so nothing is allocated per failing endpoint beyond the table slot.
 //!
+//! # Not checked
+//! The `uri` parameter must be present but is not compared with the Request-URI (UAs differ in
+//! parameters and case there). Nonces are stateless, so a captured Authorization can be replayed
+//! until its nonce is `nonce_lifetime_s` old; `nc` is not tracked. `opaque` is not used.
+//!
 //! [`Authenticator::last_failure`] tells the registrar why the last decision was a refusal (for
 //! the failed-registration log) without changing what the client sees.
 
