@@ -600,7 +600,7 @@ pub fn parse_value(p: &ParamInfo, v: &toml::Value) -> Result<Val, String> {
             _ => Err(not_valid("a non-empty string")),
         },
         Kind::Algorithms => {
-            let items = string_list(v).map_err(|what| not_valid(what))?;
+            let items = string_list(v).map_err(&not_valid)?;
             let mut out: Vec<String> = Vec::new();
             let mut problems = Vec::new();
             for item in &items {
@@ -628,7 +628,7 @@ pub fn parse_value(p: &ParamInfo, v: &toml::Value) -> Result<Val, String> {
             }
         }
         Kind::Networks => {
-            let items = string_list(v).map_err(|what| not_valid(what))?;
+            let items = string_list(v).map_err(&not_valid)?;
             let mut out = Vec::new();
             let mut problems = Vec::new();
             for item in &items {

@@ -335,7 +335,7 @@ impl Builder {
                 }
             }
         }
-        nets.sort_by(|a, b| b.len.cmp(&a.len));
+        nets.sort_by_key(|l| std::cmp::Reverse(l.len));
         Ok(Accounts {
             list: self.list,
             by_user: self.by_user,
