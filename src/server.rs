@@ -17,7 +17,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::config::{Config, IoBackendKind, ServerConfig};
-use crate::dispatch::{Core, Dispatcher, ShardId};
+use crate::dispatch::{Core, Dispatcher, ShardId, Shared};
 use crate::io::{self as bio, BatchIo, PortableIo, SocketOptions};
 use crate::shard::{self, Clock, Control, ShardExit, ShardSettings, ShardStats};
 
@@ -185,7 +185,7 @@ pub fn start<C: Core>(
                 .into_iter()
                 .map(|s| bio::MmsgIo::new(s, cfg.io_batch))
                 .collect::<io::Result<Vec<_>>>()?;
-            launch(cfg, ios, make_core)?
+            launch(cfg, local_addr, ios, make_core)?
         }
         #[cfg(not(target_os = "linux"))]
         IoBackendKind::Mmsg => {
@@ -195,8 +195,8 @@ pub fn start<C: Core>(
             ))
         }
         #[cfg(not(target_os = "linux"))]
-        IoBackendKind::Auto => launch(cfg, portable(sockets)?, make_core)?,
-        IoBackendKind::Portable => launch(cfg, portable(sockets)?, make_core)?,
+        IoBackendKind::Auto => launch(cfg, local_addr, portable(sockets)?, make_core)?,
+        IoBackendKind::Portable => launch(cfg, local_addr, portable(sockets)?, make_core)?,
     };
     let (backend, control, threads, exited) = launched;
     let handle = ServerHandle {
@@ -258,6 +258,7 @@ type Launched = (
 
 fn launch<C: Core, B: BatchIo>(
     cfg: &ServerConfig,
+    local_addr: SocketAddr,
     ios: Vec<B>,
     make_core: impl Fn(ShardId, usize) -> C,
 ) -> io::Result<Launched> {
@@ -281,7 +282,8 @@ fn launch<C: Core, B: BatchIo>(
             shutdown_timeout_ms: cfg.shutdown_timeout_ms,
             pin_to: (!core_ids.is_empty()).then(|| core_ids[id % core_ids.len()]),
         };
-        let core = make_core(id, n);
+        let mut core = make_core(id, n);
+        core.set_local_addr(local_addr);
         let notice = ExitNotice(id, exit_tx.clone());
         let spawned = std::thread::Builder::new()
             .name(format!("shard-{id}"))
@@ -379,12 +381,31 @@ pub fn run_with<C: Core>(
 }
 
 /// Run the server with `config` until SIGTERM/SIGINT, with one [`Dispatcher`] per shard.
-/// Called by `sipshard run`.
+/// Called by `sipshard run`. Loads the accounts (an error there stops the start) and draws the
+/// nonce secret and the hash seeds from the OS's random source.
 pub fn run_main(config: Config) -> Result<(), String> {
+    let mut random = [0u8; 40];
+    read_os_random(&mut random).map_err(|e| format!("cannot read /dev/urandom: {e}"))?;
+    let mut secret = [0u8; 32];
+    secret.copy_from_slice(&random[..32]);
+    let mut seed = [0u8; 8];
+    seed.copy_from_slice(&random[32..]);
+    let started = Instant::now();
+    let shared = Shared::new(&config, secret, u64::from_le_bytes(seed))?;
+    tracing::info!(
+        accounts = shared.accounts.len(),
+        took_ms = started.elapsed().as_millis() as u64,
+        "accounts loaded"
+    );
     let core_config = config.clone();
     run_with(config, move |shard, shards| {
-        Dispatcher::new(shard, shards, &core_config, 0)
+        Dispatcher::new(shard, shards, &core_config, &shared, 0)
     })
+}
+
+fn read_os_random(buf: &mut [u8]) -> io::Result<()> {
+    use std::io::Read;
+    std::fs::File::open("/dev/urandom")?.read_exact(buf)
 }
 
 /// The cores' counters summed by name over shards, in first-seen order.

@@ -27,6 +27,7 @@ use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::SocketAddr;
 
 use crate::config::Config;
+use crate::registrar::bindings::{aor_key, owner_of_aor};
 use crate::sip::{
     write_response, HeaderKind, Invalid, Message, Method, Parser, ResponseOptions, Rport, Scheme,
 };
@@ -36,12 +37,13 @@ use crate::transaction::{
     ResponseOutcome, ServerKey, TransactionLayer, TxEvent, TxSink,
 };
 
+use super::register::{KeepaliveStarter, RegisterPath, Shared};
 use super::{Core, Outbox, ShardId};
 
 /// `Server:` header value.
 pub const SERVER_NAME: &str = concat!("sipshard/", env!("CARGO_PKG_VERSION"));
 /// Methods served at this stage (`Allow:` in 405 and OPTIONS responses).
-pub const ALLOW: &str = "OPTIONS, ACK, CANCEL";
+pub const ALLOW: &str = "OPTIONS, REGISTER, ACK, CANCEL";
 
 /// What shards send each other.
 #[derive(Debug)]
@@ -85,6 +87,7 @@ pub struct DispatchCounters {
     pub rejected_481: u64,
     pub rejected_483: u64,
     pub rejected_501: u64,
+    pub rejected_503: u64,
     pub rejected_505: u64,
     pub cancel_200: u64,
     pub acks_absorbed: u64,
@@ -107,6 +110,7 @@ impl DispatchCounters {
             481 => self.rejected_481 += 1,
             483 => self.rejected_483 += 1,
             501 => self.rejected_501 += 1,
+            503 => self.rejected_503 += 1,
             505 => self.rejected_505 += 1,
             _ => {}
         }
@@ -139,6 +143,7 @@ impl DispatchCounters {
             ("rejected_481", self.rejected_481),
             ("rejected_483", self.rejected_483),
             ("rejected_501", self.rejected_501),
+            ("rejected_503", self.rejected_503),
             ("rejected_505", self.rejected_505),
             ("cancel_200", self.cancel_200),
             ("acks_absorbed", self.acks_absorbed),
@@ -166,12 +171,17 @@ pub struct Dispatcher {
     /// Reused scratch for the sent-by key.
     sent_by: Vec<u8>,
     counters: DispatchCounters,
+    /// The registrar of this shard and the REGISTER path around it.
+    reg: RegisterPath,
+    /// Transaction events collected during one call into the layer, handled right after.
+    events: Vec<TxEvent>,
 }
 
 /// Adapts the runtime's `Outbox` to the transaction layer's sink.
 struct Sink<'o, O> {
     out: &'o mut O,
     sent: &'o mut u64,
+    events: &'o mut Vec<TxEvent>,
 }
 
 impl<O: Outbox<Mail>> TxSink for Sink<'_, O> {
@@ -179,9 +189,10 @@ impl<O: Outbox<Mail>> TxSink for Sink<'_, O> {
         *self.sent += 1;
         self.out.send_to(dst, data);
     }
-    fn event(&mut self, _ev: TxEvent) {
-        // Timeouts are counted by the layer itself; nothing above the server transactions waits
-        // for them at this stage.
+    fn event(&mut self, ev: TxEvent) {
+        // Handled by the dispatcher once the layer returns (the only client transactions at this
+        // stage are the registrar's NAT keepalives).
+        self.events.push(ev);
     }
 }
 
@@ -193,10 +204,18 @@ enum Verdict {
     OptionsOk,
     /// Through a server transaction at the owner shard.
     Stateful,
+    /// REGISTER: rate limit here, then a server transaction at the AOR's owner shard.
+    Register,
 }
 
 impl Dispatcher {
-    pub fn new(shard: ShardId, shards: usize, config: &Config, now: Millis) -> Self {
+    pub fn new(
+        shard: ShardId,
+        shards: usize,
+        config: &Config,
+        shared: &Shared,
+        now: Millis,
+    ) -> Self {
         Self {
             shard,
             shards: shards.max(1),
@@ -206,6 +225,8 @@ impl Dispatcher {
             out_buf: Vec::with_capacity(2048),
             sent_by: Vec::with_capacity(64),
             counters: DispatchCounters::default(),
+            reg: RegisterPath::new(shard, config, shared, now),
+            events: Vec::new(),
         }
     }
 
@@ -215,6 +236,11 @@ impl Dispatcher {
 
     pub fn transactions(&self) -> &TransactionLayer {
         &self.tx
+    }
+
+    /// The REGISTER path of this shard (registrar, guards, failed-registration log).
+    pub fn register_path(&self) -> &RegisterPath {
+        &self.reg
     }
 
     fn handle<O: Outbox<Mail>>(
@@ -245,6 +271,8 @@ impl Dispatcher {
             out_buf,
             sent_by,
             counters,
+            reg,
+            events,
             ..
         } = self;
         let Ok(msg) = parser.parse(data) else {
@@ -253,7 +281,10 @@ impl Dispatcher {
         };
         if !msg.is_request() {
             counters.responses += 1;
-            handle_response(*shard, &msg, data, src, handed_in, now, tx, counters, out);
+            handle_response(
+                *shard, &msg, data, src, handed_in, now, tx, counters, out, events, reg,
+            );
+            deliver_events(events, reg, now);
             return;
         }
         counters.requests += 1;
@@ -318,6 +349,44 @@ impl Dispatcher {
                 }
                 stateful(
                     *shard, &msg, &via, src, reply_to, now, tx, out_buf, sent_by, counters, out,
+                    events, reg,
+                );
+            }
+            Verdict::Register => {
+                if !handed_in && !reg.admit(&msg, src, now) {
+                    let answer = Answer {
+                        status: 503,
+                        reason: "Service Unavailable",
+                        detail: Some("rate limit for this source"),
+                    };
+                    stateless_reject(*shard, &msg, src, reply_to, answer, out_buf, counters, out);
+                    return;
+                }
+                reg.aor.clear();
+                if let Err(why) = aor_key(&msg, &mut reg.aor) {
+                    let answer = Answer {
+                        status: 400,
+                        reason: "Bad Request",
+                        detail: Some(why),
+                    };
+                    stateless_reject(*shard, &msg, src, reply_to, answer, out_buf, counters, out);
+                    return;
+                }
+                let owner = owner_of_aor(&reg.aor, *shards);
+                if owner != *shard && !handed_in {
+                    counters.handed_out += 1;
+                    out.mail(
+                        owner,
+                        Mail::Datagram {
+                            src,
+                            data: data.into(),
+                        },
+                    );
+                    return;
+                }
+                stateful(
+                    *shard, &msg, &via, src, reply_to, now, tx, out_buf, sent_by, counters, out,
+                    events, reg,
                 );
             }
         }
@@ -351,6 +420,7 @@ fn classify(msg: &Message) -> Verdict {
             }
             Verdict::OptionsOk
         }
+        Method::Register => Verdict::Register,
         Method::Extension(_) => Verdict::Stateless(501, "Not Implemented", None),
         _ => Verdict::Stateful,
     }
@@ -494,6 +564,8 @@ fn stateful<O: Outbox<Mail>>(
     sent_by: &mut Vec<u8>,
     counters: &mut DispatchCounters,
     out: &mut O,
+    events: &mut Vec<TxEvent>,
+    reg: &mut RegisterPath,
 ) {
     let method_bytes = msg.method().map(|m| m.as_bytes()).unwrap_or_default();
     let branch = via.branch().unwrap_or_default();
@@ -528,65 +600,85 @@ fn stateful<O: Outbox<Mail>>(
         &mut Sink {
             out,
             sent: &mut sent,
+            events,
         },
     );
     counters.responses_sent += sent;
     let tag = to_tag(shard, msg);
-    let mut respond = |id,
-                       status: u16,
-                       reason: &str,
-                       extra: &[(&str, &[u8])],
-                       counters: &mut DispatchCounters| {
-        let headers_all: [(&str, &[u8]); 3] = [
-            ("Server", SERVER_NAME.as_bytes()),
-            extra.first().copied().unwrap_or(("", b"")),
-            extra.get(1).copied().unwrap_or(("", b"")),
-        ];
+    // Writes a response with `Server` (and up to two more headers) into `out_buf`.
+    let write = |out_buf: &mut Vec<u8>, status: u16, reason: &str, extra: &[(&str, &[u8])]| {
+        let mut headers: [(&str, &[u8]); 3] =
+            [("Server", SERVER_NAME.as_bytes()), ("", b""), ("", b"")];
         let n = 1 + extra.len().min(2);
+        headers[1..n].copy_from_slice(&extra[..n - 1]);
         let opts = ResponseOptions {
             source: Some(src),
             to_tag: Some(&tag),
-            headers: &headers_all[..n],
+            headers: &headers[..n],
             body: &[],
         };
         write_response(out_buf, msg, status, reason, &opts);
-        let mut sent = 0u64;
-        let _ = tx.respond(
-            id,
-            status,
-            out_buf,
-            now,
-            &mut Sink {
-                out,
-                sent: &mut sent,
-            },
-        );
-        counters.responses_sent += sent;
     };
-    match outcome {
+    let (id, status) = match outcome {
+        RequestOutcome::New(id) if msg.method() == Some(Method::Register) => {
+            (id, reg.answer(msg, src, &tag, now, out_buf))
+        }
         RequestOutcome::New(id) => {
-            // Every method that reaches here is known but not served yet.
+            // Every other method that reaches here is known but not served yet.
             counters.count_rejection(405);
-            respond(
-                id,
+            write(
+                out_buf,
                 405,
                 "Method Not Allowed",
                 &[("Allow", ALLOW.as_bytes())],
-                counters,
             );
+            (id, 405)
         }
         RequestOutcome::NewCancel { id, target } => {
             if target.is_some() {
                 counters.cancel_200 += 1;
-                respond(id, 200, "OK", &[], counters);
+                write(out_buf, 200, "OK", &[]);
+                (id, 200)
             } else {
                 counters.count_rejection(481);
-                respond(id, 481, "Call/Transaction Does Not Exist", &[], counters);
+                write(out_buf, 481, "Call/Transaction Does Not Exist", &[]);
+                (id, 481)
             }
         }
-        RequestOutcome::AckAbsorbed { .. } => counters.acks_absorbed += 1,
-        RequestOutcome::AckToTu { .. } | RequestOutcome::Ignored => counters.drop_stray_ack += 1,
-        RequestOutcome::Retransmission { .. } => {}
+        RequestOutcome::AckAbsorbed { .. } => {
+            counters.acks_absorbed += 1;
+            return;
+        }
+        RequestOutcome::AckToTu { .. } | RequestOutcome::Ignored => {
+            counters.drop_stray_ack += 1;
+            return;
+        }
+        RequestOutcome::Retransmission { .. } => return,
+    };
+    let mut sent = 0u64;
+    let _ = tx.respond(
+        id,
+        status,
+        out_buf,
+        now,
+        &mut Sink {
+            out,
+            sent: &mut sent,
+            events,
+        },
+    );
+    counters.responses_sent += sent;
+}
+
+/// Hands transaction events to their owners: at this stage every client transaction is a NAT
+/// keepalive of the registrar, so a timeout means the binding did not answer.
+fn deliver_events(events: &mut Vec<TxEvent>, reg: &mut RegisterPath, now: Millis) {
+    for ev in events.drain(..) {
+        match ev {
+            TxEvent::Timeout { token, .. } => {
+                reg.registrar.on_keepalive_result(token, false, now);
+            }
+        }
     }
 }
 
@@ -601,6 +693,8 @@ fn handle_response<O: Outbox<Mail>>(
     tx: &mut TransactionLayer,
     counters: &mut DispatchCounters,
     out: &mut O,
+    events: &mut Vec<TxEvent>,
+    reg: &mut RegisterPath,
 ) {
     if msg.validate().is_err() {
         counters.drop_invalid_response += 1;
@@ -646,6 +740,7 @@ fn handle_response<O: Outbox<Mail>>(
         &mut Sink {
             out,
             sent: &mut sent,
+            events,
         },
         |_req, _ack| {
             // No client INVITE transactions exist yet at this stage; ACK building arrives with the
@@ -654,6 +749,11 @@ fn handle_response<O: Outbox<Mail>>(
     );
     match outcome {
         ResponseOutcome::NoMatch => counters.drop_stray_response += 1,
+        // Any final answer to a keepalive OPTIONS (even 404 or 405) shows the binding is
+        // reachable; the only client transactions at this stage are those keepalives.
+        ResponseOutcome::Pass { token, .. } if status >= 200 => {
+            reg.registrar.on_keepalive_result(token, true, now);
+        }
         ResponseOutcome::Absorbed { .. } | ResponseOutcome::Pass { .. } => {}
     }
 }
@@ -683,17 +783,45 @@ impl Core for Dispatcher {
 
     fn on_timers<O: Outbox<Mail>>(&mut self, now: Millis, out: &mut O) {
         let mut sent = 0u64;
-        self.tx.on_timers(
+        let Self {
+            tx, reg, events, ..
+        } = self;
+        tx.on_timers(
             now,
             &mut Sink {
                 out,
                 sent: &mut sent,
+                events,
             },
         );
+        deliver_events(events, reg, now);
+        if reg.registrar.next_deadline().is_some_and(|d| d <= now) {
+            let mut sink = Sink {
+                out,
+                sent: &mut sent,
+                events,
+            };
+            let mut starter = KeepaliveStarter {
+                tx,
+                sink: &mut sink,
+                now,
+                started: 0,
+            };
+            reg.registrar.on_timers(now, &mut starter);
+            deliver_events(events, reg, now);
+        }
+        reg.expire(now);
     }
 
     fn next_deadline(&self) -> Option<Millis> {
-        self.tx.next_deadline()
+        match (self.tx.next_deadline(), self.reg.registrar.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn set_local_addr(&mut self, local: SocketAddr) {
+        self.reg.registrar.set_local_addr(local);
     }
 
     fn on_shutdown<O: Outbox<Mail>>(&mut self, _now: Millis, _out: &mut O) -> bool {
@@ -704,6 +832,29 @@ impl Core for Dispatcher {
     fn counters(&self) -> Vec<(&'static str, u64)> {
         let mut v = self.counters.pairs();
         v.extend(self.tx.counters().pairs());
+        let r = self.reg.counters;
+        v.extend([
+            ("register_requests", r.registers),
+            ("register_ok", r.register_ok),
+            ("register_challenged", r.challenged),
+            ("register_forbidden", r.forbidden),
+            ("register_suspended", r.suspended),
+            ("register_rate_limited", r.rate_limited),
+            ("register_refused", r.refused_by_core),
+        ]);
+        let b = self.reg.core_counters();
+        v.extend([
+            ("bindings_live", b.bindings_live),
+            ("bindings_nat", b.nat_bindings),
+            ("bindings_added", b.added),
+            ("bindings_refreshed", b.refreshed),
+            ("bindings_removed", b.removed),
+            ("bindings_expired", b.expired),
+            ("bindings_replaced", b.replaced),
+            ("keepalives_sent", b.keepalives_sent),
+            ("keepalives_failed", b.keepalives_failed),
+            ("keepalive_removed", b.keepalive_removed),
+        ]);
         v
     }
 }

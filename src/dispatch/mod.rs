@@ -45,8 +45,13 @@ pub trait Core: Send + 'static {
     fn on_shutdown<O: Outbox<Self::Mail>>(&mut self, now: Millis, out: &mut O) -> bool;
     /// Counters for logs and (later) metrics, as (name, value) pairs.
     fn counters(&self) -> Vec<(&'static str, u64)>;
+    /// The address the shard's socket is bound to (all shards share it), told once before the
+    /// shard starts: what the core writes in the Via and Contact of requests it sends.
+    fn set_local_addr(&mut self, _local: SocketAddr) {}
 }
 
 mod dispatcher;
+mod register;
 
 pub use dispatcher::{owner_of_call_id, DispatchCounters, Dispatcher, Mail, ALLOW, SERVER_NAME};
+pub use register::{RegisterCounters, RegisterPath, Shared};

@@ -1,0 +1,227 @@
+//! The REGISTER path of a shard: rate limit where the request lands, hand it to the AOR's owner,
+//! authenticate there, then let the bindings core answer (RFC 3261 §10.3).
+//!
+//! Owns: the glue between `registrar::{guard, auth, core}` and the dispatcher, and the
+//! keepalive client transactions the registrar asks for.
+//! Must not: touch sockets, threads, clocks or locks.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::registrar::accounts::Accounts;
+use crate::registrar::auth::{AuthDecision, Authenticator};
+use crate::registrar::core::{Registrar, RegistrarCounters, RegistrarSink};
+use crate::registrar::guard::{FailReason, FailedLog, FailedRegistration, SourceLimiter};
+use crate::sip::digest::NonceKey;
+use crate::sip::{write_response, HeaderKind, Message, ResponseOptions};
+use crate::timer::Millis;
+use crate::transaction::{ClientRequest, TransactionLayer, TxSink};
+
+use super::dispatcher::SERVER_NAME;
+
+/// State shared read-only by every shard's dispatcher, made once at start.
+#[derive(Clone)]
+pub struct Shared {
+    pub accounts: Arc<Accounts>,
+    /// One secret for all shards, so a nonce made on one shard verifies on any other.
+    pub nonce_key: NonceKey,
+    /// Seed for per-shard randomness (expiry spread, hash-flood-resistant tables).
+    pub seed: u64,
+}
+
+impl Shared {
+    /// Builds the account table from the config (and its CSV file). `secret` and `seed` come
+    /// from the runtime's random source.
+    pub fn new(config: &Config, secret: [u8; 32], seed: u64) -> Result<Shared, String> {
+        let accounts = Accounts::build(&config.registrar)?;
+        Ok(Shared {
+            accounts: Arc::new(accounts),
+            nonce_key: NonceKey::new(secret),
+            seed,
+        })
+    }
+}
+
+/// Counters of the REGISTER path (the bindings core keeps its own).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RegisterCounters {
+    pub registers: u64,
+    pub register_ok: u64,
+    pub challenged: u64,
+    pub forbidden: u64,
+    pub suspended: u64,
+    pub rate_limited: u64,
+    pub refused_by_core: u64,
+}
+
+/// The registrar parts of one shard.
+pub struct RegisterPath {
+    pub registrar: Registrar,
+    auth: Authenticator,
+    limiter: SourceLimiter,
+    failed: FailedLog,
+    accounts: Arc<Accounts>,
+    challenges: Vec<Vec<u8>>,
+    /// Reused buffer for the canonical AOR.
+    pub aor: Vec<u8>,
+    pub counters: RegisterCounters,
+}
+
+impl RegisterPath {
+    pub fn new(shard: usize, config: &Config, shared: &Shared, now: Millis) -> Self {
+        let seed = shared.seed ^ (shard as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        Self {
+            registrar: Registrar::new(shard, config, seed, now),
+            auth: Authenticator::new(config, shared.nonce_key.clone())
+                .with_salt_base((shard as u64) << 48),
+            limiter: SourceLimiter::with_seed(
+                &config.registrar,
+                seed.rotate_left(17),
+                crate::registrar::guard::DEFAULT_MAX_SOURCES,
+            ),
+            failed: FailedLog::new(config.registrar.failed_log_capacity as usize),
+            accounts: shared.accounts.clone(),
+            challenges: Vec::with_capacity(2),
+            aor: Vec::with_capacity(64),
+            counters: RegisterCounters::default(),
+        }
+    }
+
+    /// At the receiving shard, before any handover: false when the source is over its rate.
+    pub fn admit(&mut self, msg: &Message, src: SocketAddr, now: Millis) -> bool {
+        if self.limiter.allow(src.ip(), now) {
+            return true;
+        }
+        self.counters.rate_limited += 1;
+        self.log_failure(msg, src, now, FailReason::RateLimited);
+        false
+    }
+
+    /// At the owner shard, for a new server transaction: decide and write the whole response into
+    /// `out`. Returns its status.
+    pub fn answer(
+        &mut self,
+        msg: &Message,
+        src: SocketAddr,
+        to_tag: &[u8],
+        now: Millis,
+        out: &mut Vec<u8>,
+    ) -> u16 {
+        self.counters.registers += 1;
+        match self.auth.authenticate(msg, src, now, &self.accounts) {
+            AuthDecision::Accepted(account) => {
+                let ua = msg.header(HeaderKind::UserAgent).unwrap_or_default();
+                let outcome = self.registrar.on_register(msg, src, account, ua, now, out);
+                if let Some(reason) = outcome.refused {
+                    self.counters.refused_by_core += 1;
+                    self.log_failure(msg, src, now, reason);
+                } else {
+                    self.counters.register_ok += 1;
+                }
+                outcome.status
+            }
+            AuthDecision::Challenge { stale } => {
+                self.counters.challenged += 1;
+                if let Some(reason) = self.auth.last_failure() {
+                    self.log_failure(msg, src, now, reason);
+                }
+                self.challenges.clear();
+                self.auth.challenges(now, stale, &mut self.challenges);
+                let mut headers: [(&str, &[u8]); 3] =
+                    [("Server", SERVER_NAME.as_bytes()), ("", b""), ("", b"")];
+                let mut n = 1;
+                for c in self.challenges.iter().take(2) {
+                    headers[n] = ("WWW-Authenticate", c);
+                    n += 1;
+                }
+                let opts = ResponseOptions {
+                    source: Some(src),
+                    to_tag: Some(to_tag),
+                    headers: &headers[..n],
+                    body: &[],
+                };
+                write_response(out, msg, 401, "Unauthorized", &opts);
+                401
+            }
+            AuthDecision::Forbidden(why) => {
+                self.counters.forbidden += 1;
+                let reason = self
+                    .auth
+                    .last_failure()
+                    .unwrap_or(FailReason::SourceNotAllowed);
+                self.log_failure(msg, src, now, reason);
+                forbidden(msg, src, to_tag, why, out);
+                403
+            }
+            AuthDecision::Suspended { .. } => {
+                self.counters.suspended += 1;
+                self.log_failure(msg, src, now, FailReason::Suspended);
+                forbidden(msg, src, to_tag, "suspended after repeated failures", out);
+                403
+            }
+        }
+    }
+
+    fn log_failure(&mut self, msg: &Message, src: SocketAddr, now: Millis, reason: FailReason) {
+        let user = msg.to().and_then(|t| t.uri().user()).unwrap_or_default();
+        self.failed.record(FailedRegistration {
+            at: now,
+            source: src,
+            account: String::from_utf8_lossy(user).into(),
+            reason,
+        });
+    }
+
+    pub fn failed_log(&self) -> &FailedLog {
+        &self.failed
+    }
+
+    pub fn core_counters(&self) -> RegistrarCounters {
+        self.registrar.counts()
+    }
+
+    /// Housekeeping of the guards (bounded tables).
+    pub fn expire(&mut self, now: Millis) {
+        self.auth.expire(now);
+        self.limiter.expire(now);
+    }
+}
+
+fn forbidden(msg: &Message, src: SocketAddr, to_tag: &[u8], why: &str, out: &mut Vec<u8>) {
+    let warning = format!("399 sipshard \"{why}\"");
+    let headers: [(&str, &[u8]); 2] = [
+        ("Server", SERVER_NAME.as_bytes()),
+        ("Warning", warning.as_bytes()),
+    ];
+    let opts = ResponseOptions {
+        source: Some(src),
+        to_tag: Some(to_tag),
+        headers: &headers,
+        body: &[],
+    };
+    write_response(out, msg, 403, "Forbidden", &opts);
+}
+
+/// Runs the registrar's keepalive OPTIONS as client transactions.
+pub struct KeepaliveStarter<'a, S> {
+    pub tx: &'a mut TransactionLayer,
+    pub sink: &'a mut S,
+    pub now: Millis,
+    pub started: u64,
+}
+
+impl<S: TxSink> RegistrarSink for KeepaliveStarter<'_, S> {
+    fn start_keepalive(&mut self, dst: SocketAddr, request: &[u8], branch: &[u8], token: u64) {
+        let req = ClientRequest {
+            method: b"OPTIONS",
+            branch,
+            dst,
+            bytes: request,
+            token,
+        };
+        if self.tx.start_client(req, self.now, self.sink).is_ok() {
+            self.started += 1;
+        }
+    }
+}
