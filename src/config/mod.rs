@@ -214,7 +214,9 @@ pub struct RegistrarConfig {
     pub expiry_spread_percent: u32,
     /// How long a nonce is accepted; older gets 401 with stale=true, seconds. Default 300.
     pub nonce_lifetime_s: u32,
-    /// Digest algorithms offered in challenges, in order ("SHA-256", "MD5"). Default both.
+    /// Digest algorithms offered in challenges, in order. Default MD5 then SHA-256: many deployed
+    /// UAs answer only the first challenge and know only MD5 (sipsak 0.9 fails on SHA-256 first);
+    /// UAs that read every challenge can still pick SHA-256 (RFC 8760).
     pub digest_algorithms: Vec<String>,
     /// OPTIONS keepalive interval for NAT bindings, seconds (0 = off). Default 30.
     pub nat_keepalive_interval_s: u32,
@@ -244,7 +246,7 @@ impl Default for RegistrarConfig {
             max_expires_s: 7200,
             expiry_spread_percent: 5,
             nonce_lifetime_s: 300,
-            digest_algorithms: vec!["SHA-256".to_string(), "MD5".to_string()],
+            digest_algorithms: vec!["MD5".to_string(), "SHA-256".to_string()],
             nat_keepalive_interval_s: 30,
             nat_keepalive_max_failures: 3,
             rate_limit_per_source: 20,
