@@ -231,6 +231,8 @@ for ((i = 0; i < procs; i++)); do
         -trace_stat -stf "$d/stat.csv" -fd 1
         -trace_counts -trace_screen -screen_file "$d/screen.log" -trace_err)
     [ -n "$users" ] && cmd+=(-inf "${inf[$i]}")
+    # A registration that gets an unexpected reply just fails: no BYE into a call that never was.
+    [ "$is_reg" = 1 ] && cmd+=(-default_behaviors all,-bye)
     [ ${#extra[@]} -gt 0 ] && cmd+=("${extra[@]}")
     [ -n "$sipp_cpu" ] && cmd=(taskset -c "$sipp_cpu" "${cmd[@]}")
     printf '%q ' "${cmd[@]}" >"$d/command.txt"
