@@ -300,6 +300,13 @@ if [ -n "$pid" ]; then
         END { for (p in b) d += b[p] - ((p in a) ? a[p] : 0); print d + 0 }' <(echo "$snap0") <(echo "$snap1"))
 fi
 server_procs=$(awk 'NF' <<<"$snap1" | wc -l)
+# Per process: pid, CPU ticks during the run, command name (server_cpu.txt in the out directory).
+if [ -n "$pid" ]; then
+    awk 'FNR == NR { a[$1] = $2; next } { print $1, $2 - (($1 in a) ? a[$1] : 0) }' \
+        <(echo "$snap0") <(echo "$snap1") | while read -r p t; do
+        echo "$p $t $(cat "/proc/$p/comm" 2>/dev/null || echo '?') $(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | cut -c1-60)"
+    done >"$out/server_cpu.txt"
+fi
 
 # Last line of a ;-separated sipp CSV as name=value lines.
 csv_last() {
