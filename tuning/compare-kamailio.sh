@@ -121,6 +121,13 @@ out=$(cd "$out" && pwd)
 guard_s=$((duration + recv_timeout + 120))
 guard_pid=
 server_pid=
+load_pid=
+stop_load() {
+    [ -n "$load_pid" ] || return 0
+    kill -TERM "$load_pid" 2>/dev/null || true # load.sh stops its sipp processes
+    wait "$load_pid" 2>/dev/null || true
+    load_pid=
+}
 stop_server() {
     [ -n "$guard_pid" ] || return 0
     local p=$guard_pid i
@@ -138,8 +145,8 @@ stop_server() {
     fi
     wait "$p" 2>/dev/null || true
 }
-trap stop_server EXIT
-trap 'stop_server; exit 130' INT TERM
+trap 'stop_load; stop_server' EXIT
+trap 'stop_load; stop_server; exit 130' INT TERM
 
 # Start "$@" under the guard; wait until something listens on UDP port $1 (first argument).
 # Sets guard_pid and server_pid (the server process itself, child of timeout).
@@ -176,12 +183,18 @@ say "$nusers users in $out/users.csv; Kamailio $(kamailio -v 2>/dev/null | awk '
 
 kv() { tr ' ' '\n' <<<"$1" | awk -F= -v k="$2" '$1 == k { print substr($0, length(k) + 2); exit }'; }
 
+# Run load.sh in the background and wait for it (a signal to this script is then handled at
+# once, not after the run); print its summary line.
 load() { # server scenario port pid
     local args=(-t "127.0.0.1:$3" -s "$2" -r "$rate" -d "$duration" -P "$procs" -p "$4"
         -u "$out/users.csv" --recv-timeout "$recv_timeout" -o "$out/$1-$2")
     [ -n "$sipp_cpu" ] && args+=(--sipp-cpu "$sipp_cpu")
     echo "tuning/load.sh ${args[*]}" >"$out/$1-$2.command"
-    "$here/load.sh" "${args[@]}" 2>"$out/$1-$2.stderr" | tail -1
+    "$here/load.sh" "${args[@]}" >"$out/$1-$2.result" 2>"$out/$1-$2.stderr" &
+    load_pid=$!
+    wait "$load_pid" || true
+    load_pid=
+    tail -1 "$out/$1-$2.result"
 }
 
 # --- sipshard config -----------------------------------------------------------------------------
@@ -241,7 +254,8 @@ for scen in $scenarios; do
         say "$scen: starting Kamailio on 127.0.0.1:$kam_port"
         start_server "$kam_port" "$out/kamailio-$scen.log" "${kargs[@]}"
         say "$scen: Kamailio pid $server_pid ($(pgrep -P "$server_pid" | wc -l) children); load $rate/s for ${duration}s"
-        line=$(load kamailio "$scen" "$kam_port" "$server_pid") || true
+        load kamailio "$scen" "$kam_port" "$server_pid" >"$out/line"
+        line=$(cat "$out/line")
         stop_server
         [ -n "$line" ] || { tail -5 "$out/kamailio-$scen.stderr" >&2; die "load.sh failed against Kamailio; see $out/kamailio-$scen.stderr"; }
         echo "kamailio $line"
@@ -254,7 +268,8 @@ for scen in $scenarios; do
         say "$scen: starting sipshard on 127.0.0.1:$ss_port"
         start_server "$ss_port" "$out/sipshard-$scen.log" "${sargs[@]}"
         say "$scen: sipshard pid $server_pid; load $rate/s for ${duration}s"
-        line=$(load sipshard "$scen" "$ss_port" "$server_pid") || true
+        load sipshard "$scen" "$ss_port" "$server_pid" >"$out/line"
+        line=$(cat "$out/line")
         stop_server
         [ -n "$line" ] || { tail -5 "$out/sipshard-$scen.stderr" >&2; die "load.sh failed against sipshard; see $out/sipshard-$scen.stderr"; }
         echo "sipshard $line"
