@@ -362,6 +362,8 @@ impl Store {
 
     pub fn reserve(&mut self, n: usize) {
         self.slots.reserve(n.saturating_sub(self.free.len()));
+        self.free
+            .reserve_exact(self.slots.capacity().saturating_sub(self.free.len()));
         while (self.table_len + n) * 8 > self.table.len() * 7 {
             self.grow();
         }
@@ -451,6 +453,12 @@ impl Store {
                     generation: 0,
                     binding: Some(b),
                 });
+                // The free list can hold every slot without growing: no large allocation (and
+                // no allocator consolidation pause) while a mass expiry frees slots.
+                if self.free.capacity() < self.slots.capacity() {
+                    self.free
+                        .reserve_exact(self.slots.capacity() - self.free.len());
+                }
                 i as u32
             }
         };
@@ -625,7 +633,8 @@ pub(crate) struct Tombstones {
 impl Tombstones {
     pub fn new(cap: usize) -> Self {
         Tombstones {
-            ring: VecDeque::with_capacity(cap.min(1024)),
+            // Full size at once: no growth (large allocation) during a mass expiry.
+            ring: VecDeque::with_capacity(cap),
             cap,
         }
     }
