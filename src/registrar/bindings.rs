@@ -48,9 +48,13 @@ fn owner_state() -> ahash::RandomState {
 /// Errors (the caller answers 400): no To, a To URI that is not `sip:`/`sips:` (RFC 4475
 /// unksm2), a bad %-escape in the user, an empty host, a key longer than [`MAX_AOR_LEN`].
 pub fn aor_key(msg: &Message, out: &mut Vec<u8>) -> Result<(), &'static str> {
-    out.clear();
     let to = msg.to().ok_or("missing To")?;
-    let uri = to.uri();
+    aor_key_of_uri(&to.uri(), out)
+}
+
+/// [`aor_key`] of any SIP/SIPS URI, e.g. a Request-URI to look up (same canonical form).
+pub fn aor_key_of_uri(uri: &Uri, out: &mut Vec<u8>) -> Result<(), &'static str> {
+    out.clear();
     if !matches!(uri.scheme(), Scheme::Sip | Scheme::Sips) {
         return Err("To is not a SIP or SIPS URI");
     }
