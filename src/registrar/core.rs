@@ -8,7 +8,7 @@
 //! the dispatcher runs them as client transactions and reports back by token).
 //!
 //! # Decisions
-//! - **AOR**: [`aor_key`](super::bindings::aor_key): `user@host`, user unescaped, host lower-case.
+//! - **AOR**: [`aor_key`]: `user@host`, user unescaped, host lower-case.
 //! - **Stale CSeq** (same Call-ID, CSeq not higher than the stored one, RFC 3261 §10.3 step 7):
 //!   **500** "Out of Order CSeq" and nothing changes, by analogy with RFC 3261 §12.2.2 (a
 //!   request whose CSeq is lower than the remote sequence number gets 500). Counted as
