@@ -17,7 +17,8 @@
 //!   (by registration time) not touched by this REGISTER are removed (`Replaced`); replace Off →
 //!   **403** "Binding Exists" (`FailReason::BindingExists`, limit 1) or "Too Many Bindings"
 //!   (`TooManyBindings`, limit > 1), nothing changes. A single REGISTER that alone brings more
-//!   new contacts than the limit gets that 403 whatever the policy. A request is all-or-nothing.
+//!   new contacts than the limit gets that 403 whatever the policy, and so does one with more
+//!   than [`MAX_CONTACTS_PER_REGISTER`] Contact values. A request is all-or-nothing.
 //! - **Expiry**: per contact `expires=`, else `Expires`, else the granted default. 0 removes;
 //!   0 < e < `min_expires_s` → **423** with `Min-Expires`. Granted = min(e, endpoint_expire or
 //!   endpoint_nat_expire, max_expires) seconds, minus a random 0..=`expiry_spread_percent` %
@@ -74,6 +75,8 @@ pub const EVENTS_PER_CALL: usize = 4096;
 pub const FEED_PER_CALL: usize = 16384;
 /// Removed bindings remembered per shard for the Unregistered status.
 pub const TOMBSTONES: usize = 4096;
+/// Contact values accepted in one REGISTER (matching is quadratic in it); more → 403.
+pub const MAX_CONTACTS_PER_REGISTER: usize = 64;
 /// Width of a schedule block: 2^6 = 64 ms (one level-0 span of the wheel).
 const BLOCK_SHIFT: u32 = 6;
 
@@ -613,6 +616,16 @@ impl Registrar {
                 })
             };
         self.plan.clear();
+        if msg.contacts().len() > MAX_CONTACTS_PER_REGISTER {
+            return refuse(
+                out,
+                403,
+                "Too Many Contacts",
+                FailReason::TooManyBindings,
+                "too many Contact values in one REGISTER",
+                &[],
+            );
+        }
         let via = msg.top_via();
         for (ci, c) in msg.contacts().enumerate() {
             let uri = c.uri();
