@@ -37,7 +37,7 @@
 //!   evenly, never bunched. First keepalive within one interval of registration. While one is
 //!   outstanding the next is skipped (no pile-up against dead endpoints); each unanswered one
 //!   counts a failure, `nat_keepalive_max_failures` in a row remove the binding; an answer
-//!   resets the count.
+//!   (or a successful refresh REGISTER) resets the count.
 //! - **Status**: Registered; Expiring when the remaining time is at most max(10 % of the
 //!   granted time, 60 s); Unregistered for the last [`TOMBSTONES`] removed bindings of the
 //!   shard (a bounded ring, oldest forgotten first, whatever the reason of removal).
@@ -821,11 +821,12 @@ impl Registrar {
                     b.account = account;
                     b.q = q;
                     b.ua = ua;
+                    // A REGISTER that got through shows the path works.
+                    b.ka_failures = 0;
                     if p.nat {
                         b.flags |= F_NAT;
                     } else {
                         b.flags &= !F_NAT;
-                        b.ka_failures = 0;
                     }
                 }
                 self.uas.live[old_ua as usize] -= 1;
