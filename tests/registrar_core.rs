@@ -1081,3 +1081,131 @@ fn mass_expiry_is_processed_in_bounded_chunks() {
         0
     );
 }
+
+#[test]
+fn churn_matches_a_model() {
+    use std::collections::{BTreeMap, BTreeSet};
+    let mut h = H::new(&policy(3, false));
+    let mut model: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut x: u64 = 12345;
+    let mut rnd = |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    };
+    for (cseq, step) in (2..).zip(0..20_000u64) {
+        let now = T0 + step;
+        let user = format!("c{}", rnd(700));
+        let host = rnd(4);
+        let contact = format!("sip:{user}@h{host}.example.net:5060");
+        let key = format!("{user}@example.com");
+        match rnd(10) {
+            0 => {
+                h.r.force_unregister(Target::Aor(key.as_bytes()), now);
+                model.remove(&key);
+            }
+            1..=3 => {
+                let c = format!("<{contact}>;expires=0");
+                let cs = [c.as_str()];
+                let o = h.reg(
+                    &Reg {
+                        cseq,
+                        ..Reg::new(&user, &cs)
+                    },
+                    PHONE,
+                    now,
+                );
+                assert_eq!(o.status, 200);
+                if let Some(s) = model.get_mut(&key) {
+                    s.remove(&contact);
+                    if s.is_empty() {
+                        model.remove(&key);
+                    }
+                }
+            }
+            _ => {
+                // Host case differs at random: still the same contact (RFC 3261 §19.1.4).
+                let shown = if rnd(2) == 0 {
+                    contact.clone()
+                } else {
+                    contact.replace("example.net", "EXAMPLE.Net")
+                };
+                let c = format!("<{shown}>");
+                let cs = [c.as_str()];
+                let o = h.reg(
+                    &Reg {
+                        cseq,
+                        ..Reg::new(&user, &cs)
+                    },
+                    PHONE,
+                    now,
+                );
+                let s = model.entry(key.clone()).or_default();
+                if s.contains(&contact) || s.len() < 3 {
+                    assert_eq!(o.status, 200, "step {step}");
+                    s.insert(contact.clone());
+                } else {
+                    assert_eq!(o.status, 403, "step {step}");
+                }
+            }
+        }
+        if step % 997 == 0 {
+            let live: usize = model.values().map(BTreeSet::len).sum();
+            assert_eq!(h.r.counts().bindings_live as usize, live);
+            for (k, s) in &model {
+                let got: BTreeSet<String> = h
+                    .contacts(k.as_bytes(), now)
+                    .into_iter()
+                    .map(|c| c.to_ascii_lowercase())
+                    .collect();
+                assert_eq!(&got, s, "{k} at step {step}");
+            }
+        }
+    }
+    assert!(!model.is_empty());
+}
+
+#[test]
+fn contact_matching_follows_rfc3261_uri_comparison() {
+    let mut h = H::new(&cfg());
+    let key = b"uri@example.com";
+    let a = ["<sip:Uri@Host.Example.COM:5060;transport=udp>"];
+    h.reg(&Reg::new("uri", &a), PHONE, T0);
+    // Host case, escapes in the user and extra unknown params: same contact (refresh).
+    let b = ["<sip:%55ri@host.example.com:5060;transport=UDP;foo=bar>"];
+    let o = h.reg(
+        &Reg {
+            cseq: 2,
+            ..Reg::new("uri", &b)
+        },
+        PHONE,
+        T0 + 1,
+    );
+    assert_eq!((o.added, o.refreshed), (0, 1));
+    // User case differs, or the port is implicit, or transport is missing: different contacts.
+    for (k, c) in [
+        "<sip:uri@host.example.com:5060;transport=udp>",
+        "<sip:Uri@host.example.com;transport=udp>",
+        "<sip:Uri@host.example.com:5060>",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let cs = [*c];
+        let o = h.reg(
+            &Reg {
+                cseq: 3 + k as u32,
+                ..Reg::new("uri", &cs)
+            },
+            PHONE,
+            T0 + 2,
+        );
+        assert_eq!(o.added, 1, "{c}");
+    }
+    assert_eq!(h.r.lookup(key, T0 + 2).count(), 4);
+    // The stored text is the latest one received.
+    assert!(h
+        .contacts(key, T0 + 2)
+        .contains(&"sip:%55ri@host.example.com:5060;transport=UDP;foo=bar".to_string()));
+}

@@ -48,9 +48,13 @@ fn owner_state() -> ahash::RandomState {
 /// Errors (the caller answers 400): no To, a To URI that is not `sip:`/`sips:` (RFC 4475
 /// unksm2), a bad %-escape in the user, an empty host, a key longer than [`MAX_AOR_LEN`].
 pub fn aor_key(msg: &Message, out: &mut Vec<u8>) -> Result<(), &'static str> {
-    out.clear();
     let to = msg.to().ok_or("missing To")?;
-    let uri = to.uri();
+    aor_key_of_uri(&to.uri(), out)
+}
+
+/// [`aor_key`] of any SIP/SIPS URI, e.g. a Request-URI to look up (same canonical form).
+pub fn aor_key_of_uri(uri: &Uri, out: &mut Vec<u8>) -> Result<(), &'static str> {
+    out.clear();
     if !matches!(uri.scheme(), Scheme::Sip | Scheme::Sips) {
         return Err("To is not a SIP or SIPS URI");
     }
@@ -362,6 +366,8 @@ impl Store {
 
     pub fn reserve(&mut self, n: usize) {
         self.slots.reserve(n.saturating_sub(self.free.len()));
+        self.free
+            .reserve_exact(self.slots.capacity().saturating_sub(self.free.len()));
         while (self.table_len + n) * 8 > self.table.len() * 7 {
             self.grow();
         }
@@ -451,6 +457,12 @@ impl Store {
                     generation: 0,
                     binding: Some(b),
                 });
+                // The free list can hold every slot without growing: no large allocation (and
+                // no allocator consolidation pause) while a mass expiry frees slots.
+                if self.free.capacity() < self.slots.capacity() {
+                    self.free
+                        .reserve_exact(self.slots.capacity() - self.free.len());
+                }
                 i as u32
             }
         };
@@ -625,7 +637,8 @@ pub(crate) struct Tombstones {
 impl Tombstones {
     pub fn new(cap: usize) -> Self {
         Tombstones {
-            ring: VecDeque::with_capacity(cap.min(1024)),
+            // Full size at once: no growth (large allocation) during a mass expiry.
+            ring: VecDeque::with_capacity(cap),
             cap,
         }
     }

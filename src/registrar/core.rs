@@ -8,7 +8,7 @@
 //! the dispatcher runs them as client transactions and reports back by token).
 //!
 //! # Decisions
-//! - **AOR**: [`aor_key`](super::bindings::aor_key): `user@host`, user unescaped, host lower-case.
+//! - **AOR**: [`aor_key`]: `user@host`, user unescaped, host lower-case.
 //! - **Stale CSeq** (same Call-ID, CSeq not higher than the stored one, RFC 3261 §10.3 step 7):
 //!   **500** "Out of Order CSeq" and nothing changes, by analogy with RFC 3261 §12.2.2 (a
 //!   request whose CSeq is lower than the remote sequence number gets 500). Counted as
@@ -17,7 +17,8 @@
 //!   (by registration time) not touched by this REGISTER are removed (`Replaced`); replace Off →
 //!   **403** "Binding Exists" (`FailReason::BindingExists`, limit 1) or "Too Many Bindings"
 //!   (`TooManyBindings`, limit > 1), nothing changes. A single REGISTER that alone brings more
-//!   new contacts than the limit gets that 403 whatever the policy. A request is all-or-nothing.
+//!   new contacts than the limit gets that 403 whatever the policy, and so does one with more
+//!   than [`MAX_CONTACTS_PER_REGISTER`] Contact values. A request is all-or-nothing.
 //! - **Expiry**: per contact `expires=`, else `Expires`, else the granted default. 0 removes;
 //!   0 < e < `min_expires_s` → **423** with `Min-Expires`. Granted = min(e, endpoint_expire or
 //!   endpoint_nat_expire, max_expires) seconds, minus a random 0..=`expiry_spread_percent` %
@@ -36,7 +37,7 @@
 //!   evenly, never bunched. First keepalive within one interval of registration. While one is
 //!   outstanding the next is skipped (no pile-up against dead endpoints); each unanswered one
 //!   counts a failure, `nat_keepalive_max_failures` in a row remove the binding; an answer
-//!   resets the count.
+//!   (or a successful refresh REGISTER) resets the count.
 //! - **Status**: Registered; Expiring when the remaining time is at most max(10 % of the
 //!   granted time, 60 s); Unregistered for the last [`TOMBSTONES`] removed bindings of the
 //!   shard (a bounded ring, oldest forgotten first, whatever the reason of removal).
@@ -74,6 +75,8 @@ pub const EVENTS_PER_CALL: usize = 4096;
 pub const FEED_PER_CALL: usize = 16384;
 /// Removed bindings remembered per shard for the Unregistered status.
 pub const TOMBSTONES: usize = 4096;
+/// Contact values accepted in one REGISTER (matching is quadratic in it); more → 403.
+pub const MAX_CONTACTS_PER_REGISTER: usize = 64;
 /// Width of a schedule block: 2^6 = 64 ms (one level-0 span of the wheel).
 const BLOCK_SHIFT: u32 = 6;
 
@@ -613,6 +616,16 @@ impl Registrar {
                 })
             };
         self.plan.clear();
+        if msg.contacts().len() > MAX_CONTACTS_PER_REGISTER {
+            return refuse(
+                out,
+                403,
+                "Too Many Contacts",
+                FailReason::TooManyBindings,
+                "too many Contact values in one REGISTER",
+                &[],
+            );
+        }
         let via = msg.top_via();
         for (ci, c) in msg.contacts().enumerate() {
             let uri = c.uri();
@@ -808,11 +821,12 @@ impl Registrar {
                     b.account = account;
                     b.q = q;
                     b.ua = ua;
+                    // A REGISTER that got through shows the path works.
+                    b.ka_failures = 0;
                     if p.nat {
                         b.flags |= F_NAT;
                     } else {
                         b.flags &= !F_NAT;
-                        b.ka_failures = 0;
                     }
                 }
                 self.uas.live[old_ua as usize] -= 1;

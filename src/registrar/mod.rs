@@ -17,7 +17,7 @@ pub mod bindings;
 pub mod core;
 pub mod guard;
 
-pub use self::bindings::{aor_key, owner_of_aor, BindingId, RemovalReason};
+pub use self::bindings::{aor_key, aor_key_of_uri, owner_of_aor, BindingId, RemovalReason};
 pub use self::core::{
     BindingRow, ContactView, IpFilter, ListFilter, ListPage, Page, RegisterOutcome, Registrar,
     RegistrarCounters, RegistrarSink, Status, Target,
