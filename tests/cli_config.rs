@@ -275,7 +275,7 @@ fn params_shows_registrar_values_but_not_accounts() {
     };
     assert!(row("registrar.realm").ends_with(" carrier.example *"));
     assert!(row("registrar.trusted_sources").ends_with(" 10.0.0.0/8 *"));
-    assert!(row("registrar.digest_algorithms").ends_with(" SHA-256,MD5"));
+    assert!(row("registrar.digest_algorithms").ends_with(" MD5,SHA-256"));
     assert!(
         !out.contains("pw"),
         "accounts and passwords are not parameters: {out}"
