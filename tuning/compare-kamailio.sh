@@ -287,6 +287,13 @@ for scen in $scenarios; do
         grep -qs 'SIP/2.0 405' "$out/sipshard-$scen"/*errors.log "$out/sipshard-$scen"/p*/*errors.log; then
         note=sipshard_answers_405
         say "$scen: sipshard answered 405 Method Not Allowed: no registrar in this build yet, so no sipshard figure"
+    elif [ "$scen" = register ] && [ -n "$s" ] && [ "$(kv "$s" success)" = 0 ] &&
+        grep -qs 'SIP/2.0 401' "$out/sipshard-$scen"/*errors.log "$out/sipshard-$scen"/p*/*errors.log; then
+        # Digest accounts are always challenged; sipshard's ip/ip_port accounts each need their own
+        # source address (or address:port), so N users from one sipp address cannot register
+        # without credentials.
+        note=sipshard_challenges_noauth
+        say "$scen: sipshard answered 401: its accounts (digest) always need credentials; no sipshard figure without auth"
     fi
     ratio=NA verdict=NA
     kus=$( [ -n "$k" ] && kv "$k" cpu_us_per_reg || echo NA)
