@@ -452,8 +452,12 @@ pub fn run<C: Core, B: BatchIo>(
             let mut last_ok = true;
             for _ in 0..RX_ROUNDS {
                 match drv.io.recv_batch(&mut rx) {
-                    Ok(_) => {
+                    Ok(got) => {
                         last_ok = true;
+                        // A short batch means the receive queue is empty: don't spend another
+                        // syscall to hear EAGAIN. Safe with edge-triggered epoll on Linux, where
+                        // every datagram queued afterwards raises a new readiness event.
+                        let drained = got < rx.capacity();
                         for d in rx.iter() {
                             if d.truncated {
                                 drv.stats.truncated += 1;
@@ -464,6 +468,10 @@ pub fn run<C: Core, B: BatchIo>(
                             if !guarded(|| core.on_datagram(now, d.src, d.data, &mut drv)) {
                                 drv.stats.core_panics += 1;
                             }
+                        }
+                        if drained {
+                            readable = false;
+                            break;
                         }
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
