@@ -230,6 +230,9 @@ pub struct RegistrarConfig {
     pub trusted_sources: Vec<String>,
     /// Entries kept in the failed-registration log (per shard). Default 10000.
     pub failed_log_capacity: u32,
+    /// Off: REGISTER is accepted without authentication (closed networks, lab and load tests,
+    /// like a Kamailio `save("location")` with no auth). Default On.
+    pub require_auth: bool,
     /// Bulk accounts: CSV `user,password[,allowed_ips[,auth_mode]]` (allowed IPs separated by `;`).
     /// [`Config::load`] makes a relative path relative to the config file's directory;
     /// [`Config::from_toml_str`] leaves it as written (relative to the working directory).
@@ -253,6 +256,7 @@ impl Default for RegistrarConfig {
             rate_limit_burst: 40,
             trusted_sources: Vec::new(),
             failed_log_capacity: 10_000,
+            require_auth: true,
             accounts_file: None,
             accounts: Vec::new(),
         }
@@ -534,6 +538,7 @@ impl Config {
             "rate_limit_burst" => r.rate_limit_burst.to_string(),
             "trusted_sources" => r.trusted_sources.join(","),
             "failed_log_capacity" => r.failed_log_capacity.to_string(),
+            "require_auth" => if r.require_auth { "On" } else { "Off" }.to_string(),
             "accounts_file" => r.accounts_file.clone().unwrap_or_default(),
             _ => unreachable!("parameter registrar.{key} has no value_text"),
         }
@@ -556,6 +561,7 @@ impl Config {
             ("rate_limit_burst", Val::Int(n)) => r.rate_limit_burst = n as u32,
             ("trusted_sources", Val::List(l)) => r.trusted_sources = l,
             ("failed_log_capacity", Val::Int(n)) => r.failed_log_capacity = n as u32,
+            ("require_auth", Val::Bool(b)) => r.require_auth = b,
             ("accounts_file", Val::Path(f)) => r.accounts_file = f,
             (_, v) => unreachable!("parameter {} cannot take {v:?}", p.dotted()),
         }

@@ -444,6 +444,13 @@ pub static PARAMS: &[ParamInfo] = &[
     },
     ParamInfo {
         section: Section::Registrar,
+        key: "require_auth",
+        vos_name: None,
+        kind: Kind::Bool,
+        meaning: "Off: REGISTER is accepted without authentication (closed networks, lab tests)",
+    },
+    ParamInfo {
+        section: Section::Registrar,
         key: "accounts_file",
         vos_name: None,
         kind: Kind::Path,

@@ -372,6 +372,14 @@ impl Dispatcher {
                     stateless_reject(*shard, &msg, src, reply_to, answer, out_buf, counters, out);
                     return;
                 }
+                if !handed_in {
+                    let tag = to_tag(*shard, &msg);
+                    if reg.challenge_here(&msg, src, &tag, now, out_buf) {
+                        counters.responses_sent += 1;
+                        out.send_to(reply_to, out_buf);
+                        return;
+                    }
+                }
                 let owner = owner_of_aor(&reg.aor, *shards);
                 if owner != *shard && !handed_in {
                     counters.handed_out += 1;

@@ -8,8 +8,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::config::Config;
-use crate::registrar::accounts::Accounts;
+use crate::config::{AuthMode, Config};
+use crate::registrar::accounts::{Accounts, NO_ACCOUNT};
 use crate::registrar::auth::{AuthDecision, Authenticator};
 use crate::registrar::core::{Registrar, RegistrarCounters, RegistrarSink};
 use crate::registrar::guard::{FailReason, FailedLog, FailedRegistration, SourceLimiter};
@@ -63,6 +63,8 @@ pub struct RegisterPath {
     failed: FailedLog,
     accounts: Arc<Accounts>,
     challenges: Vec<Vec<u8>>,
+    /// `[registrar] require_auth`.
+    require_auth: bool,
     /// Reused buffer for the canonical AOR.
     pub aor: Vec<u8>,
     pub counters: RegisterCounters,
@@ -83,6 +85,7 @@ impl RegisterPath {
             failed: FailedLog::new(config.registrar.failed_log_capacity as usize),
             accounts: shared.accounts.clone(),
             challenges: Vec::with_capacity(2),
+            require_auth: config.registrar.require_auth,
             aor: Vec::with_capacity(64),
             counters: RegisterCounters::default(),
         }
@@ -98,6 +101,61 @@ impl RegisterPath {
         false
     }
 
+    /// At the receiving shard, before any handover: a REGISTER without credentials from a
+    /// digest account (or an unknown user) needs no binding state, so the challenge is answered
+    /// here, statelessly (a nonce made by any shard verifies on every shard). Saves the handover
+    /// and the server transaction of the first of the two round trips. IP and IP+port accounts,
+    /// and `require_auth = Off`, go on to the owner. True when the 401 is in `out`.
+    pub fn challenge_here(
+        &mut self,
+        msg: &Message,
+        src: SocketAddr,
+        to_tag: &[u8],
+        now: Millis,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        if !self.require_auth || msg.header(HeaderKind::Authorization).is_some() {
+            return false;
+        }
+        let user = msg.to().and_then(|t| t.uri().user()).unwrap_or_default();
+        if let Some(id) = self.accounts.find(user) {
+            if self.accounts.get(id).auth_mode != AuthMode::Digest {
+                return false;
+            }
+        }
+        self.counters.registers += 1;
+        self.counters.challenged += 1;
+        self.write_challenge(msg, src, to_tag, now, false, out);
+        true
+    }
+
+    fn write_challenge(
+        &mut self,
+        msg: &Message,
+        src: SocketAddr,
+        to_tag: &[u8],
+        now: Millis,
+        stale: bool,
+        out: &mut Vec<u8>,
+    ) {
+        self.challenges.clear();
+        self.auth.challenges(now, stale, &mut self.challenges);
+        let mut headers: [(&str, &[u8]); 3] =
+            [("Server", SERVER_NAME.as_bytes()), ("", b""), ("", b"")];
+        let mut n = 1;
+        for c in self.challenges.iter().take(2) {
+            headers[n] = ("WWW-Authenticate", c);
+            n += 1;
+        }
+        let opts = ResponseOptions {
+            source: Some(src),
+            to_tag: Some(to_tag),
+            headers: &headers[..n],
+            body: &[],
+        };
+        write_response(out, msg, 401, "Unauthorized", &opts);
+    }
+
     /// At the owner shard, for a new server transaction: decide and write the whole response into
     /// `out`. Returns its status.
     pub fn answer(
@@ -109,7 +167,13 @@ impl RegisterPath {
         out: &mut Vec<u8>,
     ) -> u16 {
         self.counters.registers += 1;
-        match self.auth.authenticate(msg, src, now, &self.accounts) {
+        let decision = if self.require_auth {
+            self.auth.authenticate(msg, src, now, &self.accounts)
+        } else {
+            let user = msg.to().and_then(|t| t.uri().user()).unwrap_or_default();
+            AuthDecision::Accepted(self.accounts.find(user).unwrap_or(NO_ACCOUNT))
+        };
+        match decision {
             AuthDecision::Accepted(account) => {
                 let ua = msg.header(HeaderKind::UserAgent).unwrap_or_default();
                 let outcome = self.registrar.on_register(msg, src, account, ua, now, out);
@@ -126,22 +190,7 @@ impl RegisterPath {
                 if let Some(reason) = self.auth.last_failure() {
                     self.log_failure(msg, src, now, reason);
                 }
-                self.challenges.clear();
-                self.auth.challenges(now, stale, &mut self.challenges);
-                let mut headers: [(&str, &[u8]); 3] =
-                    [("Server", SERVER_NAME.as_bytes()), ("", b""), ("", b"")];
-                let mut n = 1;
-                for c in self.challenges.iter().take(2) {
-                    headers[n] = ("WWW-Authenticate", c);
-                    n += 1;
-                }
-                let opts = ResponseOptions {
-                    source: Some(src),
-                    to_tag: Some(to_tag),
-                    headers: &headers[..n],
-                    body: &[],
-                };
-                write_response(out, msg, 401, "Unauthorized", &opts);
+                self.write_challenge(msg, src, to_tag, now, stale, out);
                 401
             }
             AuthDecision::Forbidden(why) => {

@@ -127,6 +127,10 @@ impl Account {
 /// Index of an account in [`Accounts`].
 pub type AccountId = u32;
 
+/// The account of a binding registered without authentication (`require_auth = Off`) by a user
+/// that has no account. Never an index into [`Accounts`].
+pub const NO_ACCOUNT: AccountId = AccountId::MAX;
+
 /// The account table.
 #[derive(Debug, Default)]
 pub struct Accounts {
