@@ -406,3 +406,42 @@ fn sipp_registers_many_users_with_digest() {
         "one sipp socket lands on one shard; owners differ: {t:?}"
     );
 }
+
+#[test]
+fn ip_accounts_and_require_auth_off_register_without_a_challenge() {
+    // An IP-mode account registers from its allowed address at once.
+    let dir = TempDir::new("reg-ip");
+    let cfg = dir.write(
+        "sipshard.toml",
+        "[registrar]\nrate_limit_per_source = 0\n[[registrar.accounts]]\nuser = \"pbx1\"\n\
+         auth_mode = \"ip\"\nallowed = [\"127.0.0.1\"]\n",
+    );
+    let server = start_server(2, &["--config", &cfg]);
+    let mut pbx = Ua::new(server.addr, "pbx1");
+    let contact = format!("<sip:pbx1@{}>", pbx.me());
+    let ok = pbx.send(&contact, 600, None);
+    assert_eq!(status_of(&ok), Some(200), "{ok}");
+    // Another user from the same address is still challenged.
+    let mut other = Ua::new(server.addr, "someone");
+    let c = other.send("<sip:someone@127.0.0.1:1>", 600, None);
+    assert_eq!(status_of(&c), Some(401), "{c}");
+    let (_, lines, _, _) = server.terminate(Duration::from_secs(10));
+    assert_eq!(totals(&lines)["bindings_live"], 1);
+
+    // require_auth = Off: any user registers without credentials.
+    let cfg = dir.write(
+        "open.toml",
+        "[registrar]\nrate_limit_per_source = 0\nrequire_auth = \"Off\"\n",
+    );
+    let server = start_server(2, &["--config", &cfg]);
+    for user in ["u1", "u2", "u3"] {
+        let mut ua = Ua::new(server.addr, user);
+        let contact = format!("<sip:{user}@{}>", ua.me());
+        let ok = ua.send(&contact, 600, None);
+        assert_eq!(status_of(&ok), Some(200), "{ok}");
+    }
+    let (_, lines, _, _) = server.terminate(Duration::from_secs(10));
+    let t = totals(&lines);
+    assert_eq!(t["bindings_live"], 3, "{t:?}");
+    assert_eq!(t["register_challenged"], 0, "{t:?}");
+}
