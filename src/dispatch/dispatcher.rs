@@ -324,6 +324,7 @@ impl Dispatcher {
                 counters.options_answered += 1;
                 counters.responses_sent += 1;
                 out.send_to(reply_to, out_buf);
+                return;
             }
             Verdict::Stateless(status, reason, detail) => {
                 let answer = Answer {
@@ -332,73 +333,70 @@ impl Dispatcher {
                     detail,
                 };
                 stateless_reject(*shard, &msg, src, reply_to, answer, out_buf, counters, out);
+                return;
             }
-            Verdict::Stateful => {
-                let call_id = msg.call_id().unwrap_or_default();
-                let owner = owner_of_call_id(call_id, *shards);
-                if owner != *shard && !handed_in {
-                    counters.handed_out += 1;
-                    out.mail(
-                        owner,
-                        Mail::Datagram {
-                            src,
-                            data: data.into(),
-                        },
-                    );
-                    return;
-                }
-                stateful(
-                    *shard, &msg, &via, src, reply_to, now, tx, out_buf, sent_by, counters, out,
-                    events, reg,
-                );
-            }
-            Verdict::Register => {
-                if !handed_in && !reg.admit(&msg, src, now) {
-                    let answer = Answer {
-                        status: 503,
-                        reason: "Service Unavailable",
-                        detail: Some("rate limit for this source"),
-                    };
-                    stateless_reject(*shard, &msg, src, reply_to, answer, out_buf, counters, out);
-                    return;
-                }
-                reg.aor.clear();
-                if let Err(why) = aor_key(&msg, &mut reg.aor) {
-                    let answer = Answer {
-                        status: 400,
-                        reason: "Bad Request",
-                        detail: Some(why),
-                    };
-                    stateless_reject(*shard, &msg, src, reply_to, answer, out_buf, counters, out);
-                    return;
-                }
-                if !handed_in {
-                    let tag = to_tag(*shard, &msg);
-                    if reg.challenge_here(&msg, src, &tag, now, out_buf) {
-                        counters.responses_sent += 1;
-                        out.send_to(reply_to, out_buf);
-                        return;
-                    }
-                }
-                let owner = owner_of_aor(&reg.aor, *shards);
-                if owner != *shard && !handed_in {
-                    counters.handed_out += 1;
-                    out.mail(
-                        owner,
-                        Mail::Datagram {
-                            src,
-                            data: data.into(),
-                        },
-                    );
-                    return;
-                }
-                stateful(
-                    *shard, &msg, &via, src, reply_to, now, tx, out_buf, sent_by, counters, out,
-                    events, reg,
-                );
-            }
+            Verdict::Stateful | Verdict::Register => {}
         }
+        // Stateful from here on: at the owner shard, through a server transaction.
+        let owner = if matches!(verdict, Verdict::Register) {
+            if !handed_in && !reg.admit(&msg, src, now) {
+                let answer = Answer {
+                    status: 503,
+                    reason: "Service Unavailable",
+                    detail: Some("rate limit for this source"),
+                };
+                stateless_reject(*shard, &msg, src, reply_to, answer, out_buf, counters, out);
+                return;
+            }
+            reg.aor.clear();
+            if let Err(why) = aor_key(&msg, &mut reg.aor) {
+                let answer = Answer {
+                    status: 400,
+                    reason: "Bad Request",
+                    detail: Some(why),
+                };
+                stateless_reject(*shard, &msg, src, reply_to, answer, out_buf, counters, out);
+                return;
+            }
+            if !handed_in {
+                let tag = to_tag(*shard, &msg);
+                if reg.challenge_here(&msg, src, &tag, now, out_buf) {
+                    counters.responses_sent += 1;
+                    out.send_to(reply_to, out_buf);
+                    return;
+                }
+            }
+            owner_of_aor(&reg.aor, *shards)
+        } else {
+            owner_of_call_id(msg.call_id().unwrap_or_default(), *shards)
+        };
+        if owner != *shard && !handed_in {
+            hand_over(owner, src, data, counters, out);
+            return;
+        }
+        stateful(
+            *shard, &msg, &via, src, reply_to, now, tx, out_buf, sent_by, counters, out, events,
+            reg,
+        );
     }
+}
+
+/// Passes a datagram, raw, to the shard that owns its state; the owner answers from its socket.
+fn hand_over<O: Outbox<Mail>>(
+    owner: ShardId,
+    src: SocketAddr,
+    data: &[u8],
+    counters: &mut DispatchCounters,
+    out: &mut O,
+) {
+    counters.handed_out += 1;
+    out.mail(
+        owner,
+        Mail::Datagram {
+            src,
+            data: data.into(),
+        },
+    );
 }
 
 /// The stateless decision for a syntactically valid request (steps 2–6 of the module doc).
@@ -715,14 +713,7 @@ fn handle_response<O: Outbox<Mail>>(
     let branch = via.branch().unwrap_or_default();
     match shard_of_branch(branch) {
         Some(owner) if owner != shard && !handed_in => {
-            counters.handed_out += 1;
-            out.mail(
-                owner,
-                Mail::Datagram {
-                    src,
-                    data: data.into(),
-                },
-            );
+            hand_over(owner, src, data, counters, out);
             return;
         }
         Some(_) => {}
