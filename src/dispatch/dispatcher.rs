@@ -55,10 +55,7 @@ pub enum Mail {
 /// The shard that owns the state of a call or transaction with this Call-ID. Every shard computes
 /// the same answer (fixed hash seeds).
 pub fn owner_of_call_id(call_id: &[u8], shards: usize) -> ShardId {
-    if shards <= 1 {
-        return 0;
-    }
-    (fixed_hasher().hash_one(call_id) % shards as u64) as usize
+    crate::transaction::shard_by_hash(call_id, shards)
 }
 
 fn fixed_hasher() -> ahash::RandomState {

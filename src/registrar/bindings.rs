@@ -11,7 +11,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use crate::sip::{unescape_into, Message, Scheme, Uri};
+use crate::sip::{unescape_into, unescaped, Message, Scheme, Uri};
 use crate::timer::Millis;
 
 use super::accounts::AccountId;
@@ -28,16 +28,6 @@ pub const MAX_CALL_ID_LEN: usize = 1024;
 pub const MAX_UA_LEN: usize = 160;
 /// Distinct User-Agent strings remembered per shard; later new ones count as "(other)".
 pub const MAX_UA_KINDS: usize = 4096;
-
-/// The hasher every shard uses for [`owner_of_aor`]: fixed seeds, so all shards agree.
-fn owner_state() -> ahash::RandomState {
-    ahash::RandomState::with_seeds(
-        0x5157_5348_4152_4401,
-        0x243f_6a88_85a3_08d3,
-        0x1319_8a2e_0370_7344,
-        0xa409_3822_299f_31d0,
-    )
-}
 
 /// Canonical address of record of a REGISTER, from its To URI (RFC 3261 §10.3 step 5), written
 /// into `out` (cleared first): `user@host`, scheme-independent (`sip:` and `sips:` give the same
@@ -77,10 +67,7 @@ pub fn aor_key_of_uri(uri: &Uri, out: &mut Vec<u8>) -> Result<(), &'static str> 
 /// The shard that owns the bindings of `key` (from [`aor_key`]): a fixed-seed ahash of the key
 /// modulo `shards`, identical on every shard of the process.
 pub fn owner_of_aor(key: &[u8], shards: usize) -> usize {
-    if shards <= 1 {
-        return 0;
-    }
-    (owner_state().hash_one(key) % shards as u64) as usize
+    crate::transaction::shard_by_hash(key, shards)
 }
 
 /// A socket address in 20 bytes (a `SocketAddr` takes 32).
@@ -166,34 +153,6 @@ pub(crate) fn in_net(ip: IpAddr, net: IpAddr, prefix: u8) -> bool {
         }
         _ => false,
     }
-}
-
-fn hexval(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
-}
-
-/// Bytes of `s` with `%XX` decoded (a `%` that is not an escape is kept as is). No allocation.
-fn unescaped(s: &[u8]) -> impl Iterator<Item = u8> + '_ {
-    let mut i = 0;
-    std::iter::from_fn(move || {
-        let c = *s.get(i)?;
-        if c == b'%' {
-            if let (Some(h), Some(l)) = (
-                s.get(i + 1).copied().and_then(hexval),
-                s.get(i + 2).copied().and_then(hexval),
-            ) {
-                i += 3;
-                return Some(h << 4 | l);
-            }
-        }
-        i += 1;
-        Some(c)
-    })
 }
 
 fn escaped_eq(a: Option<&[u8]>, b: Option<&[u8]>, ignore_case: bool) -> bool {

@@ -68,4 +68,4 @@ pub use kinds::{HeaderKind, Method};
 pub use parse::{
     CSeq, Header, Invalid, Message, NameAddr, ParamIter, ParseError, Parser, Rejection, Rport, Via,
 };
-pub use uri::{unescape_into, EscapeError, Scheme, Uri};
+pub use uri::{unescape_into, unescaped, EscapeError, Scheme, Uri};

@@ -309,6 +309,26 @@ pub(crate) fn escaped_eq_ignore_case(raw: &[u8], plain: &[u8]) -> bool {
     k == plain.len()
 }
 
+/// Bytes of `s` with `%XX` decoded, lazily and without allocating; a `%` that is not an escape is
+/// kept as is (for comparisons, where [`unescape_into`]'s strictness is not wanted).
+pub fn unescaped(s: &[u8]) -> impl Iterator<Item = u8> + '_ {
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        let c = *s.get(i)?;
+        if c == b'%' {
+            if let (Some(h), Some(l)) = (
+                s.get(i + 1).copied().and_then(hexval),
+                s.get(i + 2).copied().and_then(hexval),
+            ) {
+                i += 3;
+                return Some(h << 4 | l);
+            }
+        }
+        i += 1;
+        Some(c)
+    })
+}
+
 fn hexval(c: u8) -> Option<u8> {
     match c {
         b'0'..=b'9' => Some(c - b'0'),

@@ -62,6 +62,21 @@ pub fn make_branch(shard: usize, unique: u64, out: &mut [u8; BRANCH_LEN]) -> &[u
     &out[..]
 }
 
+/// The shard that owns state keyed by `key` (a Call-ID, an AOR): a hash with fixed seeds, so every
+/// shard (and every run) computes the same owner.
+pub fn shard_by_hash(key: &[u8], shards: usize) -> usize {
+    if shards <= 1 {
+        return 0;
+    }
+    let hasher = ahash::RandomState::with_seeds(
+        0x5157_5348_4152_4431,
+        0x243f_6a88_85a3_08d3,
+        0x1319_8a2e_0370_7344,
+        0xa409_3822_299f_31d0,
+    );
+    (hasher.hash_one(key) % shards as u64) as usize
+}
+
 /// The shard that generated `branch`, if it is one of ours (see [`make_branch`]); `None` for any
 /// other input. Never panics, allocates nothing, reads at most [`BRANCH_LEN`] bytes.
 pub fn shard_of_branch(branch: &[u8]) -> Option<usize> {

@@ -96,7 +96,9 @@ use ahash::RandomState;
 use crate::config::TransactionTimers;
 use crate::timer::{Millis, TimerHandle, TimerWheel};
 
-pub use branch::{has_magic_cookie, make_branch, shard_of_branch, BRANCH_LEN, MAX_SHARD};
+pub use branch::{
+    has_magic_cookie, make_branch, shard_by_hash, shard_of_branch, BRANCH_LEN, MAX_SHARD,
+};
 
 /// RFC 3261 T1 (RTT estimate), ms.
 pub const T1_MS: Millis = 500;
