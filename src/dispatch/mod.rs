@@ -55,7 +55,5 @@ pub mod query;
 mod register;
 
 pub use dispatcher::{owner_of_call_id, DispatchCounters, Dispatcher, Mail, ALLOW, SERVER_NAME};
-pub use query::{
-    ContactRow, OwnedBindingRow, OwnedListFilter, RegistrarQuery, RegistrarReply,
-};
+pub use query::{ContactRow, OwnedBindingRow, OwnedListFilter, RegistrarQuery, RegistrarReply};
 pub use register::{RegisterCounters, RegisterPath, Shared};
