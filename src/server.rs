@@ -468,6 +468,9 @@ impl std::fmt::Display for QueryError {
 
 impl std::error::Error for QueryError {}
 
+/// A User-Agent string and how many live bindings carry it.
+pub type UserAgentCount = (Box<[u8]>, u64);
+
 /// One page of the merged management table.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BindingsPage {
@@ -615,7 +618,7 @@ impl RegistrarClient {
     }
 
     /// Live bindings per User-Agent over all shards, most common first (then by name).
-    pub fn user_agents(&self) -> Result<Vec<(Box<[u8]>, u64)>, QueryError> {
+    pub fn user_agents(&self) -> Result<Vec<UserAgentCount>, QueryError> {
         let mut merged: std::collections::HashMap<Box<[u8]>, u64> = Default::default();
         for r in self.ask(&self.all(), || RegistrarQuery::UserAgents)? {
             match r {
@@ -641,7 +644,7 @@ impl RegistrarClient {
                 _ => return Err(QueryError::Unexpected),
             }
         }
-        all.sort_by(|a, b| b.at.cmp(&a.at));
+        all.sort_by_key(|e| std::cmp::Reverse(e.at));
         all.truncate(limit);
         Ok(all)
     }
