@@ -519,7 +519,7 @@ impl RegistrarClient {
         let (tx, rx) = crossbeam_channel::bounded(shards.len().max(1));
         for &s in shards {
             let mail = Mail::Registrar {
-                query: make(),
+                query: Box::new(make()),
                 reply: tx.clone(),
             };
             match self.mailer.send(s, mail) {

@@ -53,8 +53,10 @@ pub enum Mail {
     Datagram { src: SocketAddr, data: Box<[u8]> },
     /// A query of this shard's registrar (from another shard or from outside the shards); the
     /// answer goes to `reply` with `try_send` (never blocks: a full or closed channel drops it).
+    /// The query is boxed so that `Mail`, and every mailbox slot of the datagram hand-over path,
+    /// stays the size of a `Datagram`.
     Registrar {
-        query: RegistrarQuery,
+        query: Box<RegistrarQuery>,
         reply: crossbeam_channel::Sender<RegistrarReply>,
     },
 }
@@ -782,7 +784,7 @@ impl Core for Dispatcher {
                 self.handle(now, src, &data, true, out);
             }
             Mail::Registrar { query, reply } => {
-                super::query::answer(&mut self.reg, query, now, &reply);
+                super::query::answer(&mut self.reg, *query, now, &reply);
             }
         }
     }

@@ -234,3 +234,40 @@ pub fn add_counters(a: &mut RegistrarCounters, b: &RegistrarCounters) {
         *x += *y;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::dispatch::{Mail, Shared};
+
+    fn path() -> RegisterPath {
+        let cfg = Config::embedded_default();
+        let shared = Shared::new(&cfg, [1; 32], 5).unwrap();
+        RegisterPath::new(0, &cfg, &shared, 0)
+    }
+
+    #[test]
+    fn queries_do_not_grow_the_mail_of_the_hot_path() {
+        // Datagram: SocketAddr + Box<[u8]>; the query is boxed so Registrar is no bigger.
+        assert!(
+            std::mem::size_of::<Mail>() <= 56,
+            "{}",
+            std::mem::size_of::<Mail>()
+        );
+    }
+
+    #[test]
+    fn a_full_or_closed_reply_channel_neither_blocks_nor_panics() {
+        let mut reg = path();
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        assert!(answer(&mut reg, RegistrarQuery::Counts, 0, &tx));
+        assert!(!answer(&mut reg, RegistrarQuery::Counts, 0, &tx), "full");
+        assert!(matches!(rx.try_recv(), Ok(RegistrarReply::Counts(_))));
+        drop(rx);
+        let q = RegistrarQuery::Lookup {
+            aor: b"1000@example.com"[..].into(),
+        };
+        assert!(!answer(&mut reg, q, 0, &tx), "receiver gone");
+    }
+}
