@@ -7,6 +7,7 @@
 //! Must not: contain protocol logic (that is the [`Core`]'s), or touch the hot path: after start
 //! it only waits, reads counters and asks shards to stop.
 
+use std::any::Any;
 use std::io::{self, Write};
 use std::net::{SocketAddr, UdpSocket};
 use std::thread::JoinHandle;
@@ -17,9 +18,15 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::config::{Config, IoBackendKind, ServerConfig};
-use crate::dispatch::{Core, Dispatcher, ShardId, Shared};
+use crate::dispatch::{
+    query::add_counters, ContactRow, Core, Dispatcher, Mail, OwnedBindingRow, OwnedListFilter,
+    RegistrarQuery, RegistrarReply, ShardId, Shared,
+};
 use crate::io::{self as bio, BatchIo, PortableIo, SocketOptions};
-use crate::shard::{self, Clock, Control, ShardExit, ShardSettings, ShardStats};
+use crate::registrar::core::RegistrarCounters;
+use crate::registrar::guard::FailedRegistration;
+use crate::registrar::owner_of_aor;
+use crate::shard::{self, Clock, Control, MailError, Mailer, ShardExit, ShardSettings, ShardStats};
 
 /// Extra time `join` allows beyond `shutdown_timeout_ms` for threads to finish their last flush.
 const JOIN_GRACE: Duration = Duration::from_secs(2);
@@ -37,6 +44,9 @@ pub struct ServerHandle {
     exited: Receiver<ShardId>,
     /// Notices already taken from `exited` (by `run_with`).
     exits_seen: usize,
+    /// A `shard::Mailer<C::Mail>` for senders outside the shards (type-erased: the handle is
+    /// not generic over the core).
+    mailer: Box<dyn Any + Send + Sync>,
 }
 
 /// What the shards did, collected at the end.
@@ -71,6 +81,17 @@ impl ServerHandle {
     /// Live counters per shard.
     pub fn stats(&self) -> Vec<ShardStats> {
         self.control.stats()
+    }
+
+    /// A mailer to the shards, when their mail type is `M` (the core's `Core::Mail`).
+    pub fn mailer<M: Send + 'static>(&self) -> Option<Mailer<M>> {
+        self.mailer.downcast_ref::<Mailer<M>>().cloned()
+    }
+
+    /// A client of the shards' registrars (when the cores are [`Dispatcher`]s), answering
+    /// within [`RegistrarClient::DEFAULT_TIMEOUT`].
+    pub fn registrar_client(&self) -> Option<RegistrarClient> {
+        self.mailer::<Mail>().map(RegistrarClient::new)
     }
 
     /// Begin a graceful shutdown: every shard calls `on_shutdown` until it is done or
@@ -198,7 +219,7 @@ pub fn start<C: Core>(
         IoBackendKind::Auto => launch(cfg, local_addr, portable(sockets)?, make_core)?,
         IoBackendKind::Portable => launch(cfg, local_addr, portable(sockets)?, make_core)?,
     };
-    let (backend, control, threads, exited) = launched;
+    let (backend, control, threads, exited, mailer) = launched;
     let handle = ServerHandle {
         local_addr,
         backend,
@@ -209,6 +230,7 @@ pub fn start<C: Core>(
         threads,
         exited,
         exits_seen: 0,
+        mailer,
     };
     let line = format!(
         "sipshard listening on udp {} ({} shards, {} backend, rcvbuf {}, sndbuf {})",
@@ -254,6 +276,7 @@ type Launched = (
     Control,
     Vec<JoinHandle<io::Result<ShardExit>>>,
     Receiver<ShardId>,
+    Box<dyn Any + Send + Sync>,
 );
 
 fn launch<C: Core, B: BatchIo>(
@@ -264,7 +287,7 @@ fn launch<C: Core, B: BatchIo>(
 ) -> io::Result<Launched> {
     let n = ios.len();
     let backend = ios.first().map_or("none", |io| io.name());
-    let (setups, control) = shard::mesh::<C::Mail>(n, cfg.mailbox_capacity)?;
+    let (setups, control, mailer) = shard::mesh_with_mailer::<C::Mail>(n, cfg.mailbox_capacity)?;
     let core_ids = if cfg.pin_shards {
         core_affinity::get_core_ids().unwrap_or_default()
     } else {
@@ -305,7 +328,7 @@ fn launch<C: Core, B: BatchIo>(
             }
         }
     }
-    Ok((backend, control, threads, exited))
+    Ok((backend, control, threads, exited, Box::new(mailer)))
 }
 
 /// Run a server with `config` and one `make_core(shard, shards)` per shard until SIGTERM or
@@ -420,4 +443,209 @@ fn sum_core_counters(shards: &[ShardExit]) -> Vec<(&'static str, u64)> {
         }
     }
     sums
+}
+
+/// Why a registrar query failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueryError {
+    /// A shard's mailbox was full, or the shard has exited.
+    Unavailable(ShardId),
+    /// Not every shard answered in time.
+    Timeout,
+    /// A shard answered with the wrong kind of reply (a bug).
+    Unexpected,
+}
+
+impl std::fmt::Display for QueryError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            QueryError::Unavailable(s) => write!(f, "shard {s} cannot take the query"),
+            QueryError::Timeout => f.write_str("registrar query timed out"),
+            QueryError::Unexpected => f.write_str("unexpected registrar reply"),
+        }
+    }
+}
+
+impl std::error::Error for QueryError {}
+
+/// A User-Agent string and how many live bindings carry it.
+pub type UserAgentCount = (Box<[u8]>, u64);
+
+/// One page of the merged management table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BindingsPage {
+    /// Sorted by (AOR, contact), rows `offset..offset + limit` of all matches.
+    pub rows: Vec<OwnedBindingRow>,
+    /// Matching rows on all shards.
+    pub total: usize,
+}
+
+/// The registrar's interface for threads outside the shards (the admin side, tests): each call
+/// mails [`RegistrarQuery`]s to the shards that own the answer, then waits at most `timeout` for
+/// their replies on a bounded channel sized for them. Never blocks a shard; never hangs.
+/// Cloneable; one client may be used from one thread at a time per clone.
+#[derive(Clone)]
+pub struct RegistrarClient {
+    mailer: Mailer<Mail>,
+    timeout: Duration,
+}
+
+impl RegistrarClient {
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+
+    pub fn new(mailer: Mailer<Mail>) -> Self {
+        RegistrarClient {
+            mailer,
+            timeout: Self::DEFAULT_TIMEOUT,
+        }
+    }
+
+    /// The same client with another bound on the wait for replies.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.mailer.shard_count()
+    }
+
+    /// Sends `make()` to each of `shards` and collects one reply from each (in arrival order).
+    fn ask(
+        &self,
+        shards: &[ShardId],
+        make: impl Fn() -> RegistrarQuery,
+    ) -> Result<Vec<RegistrarReply>, QueryError> {
+        let (tx, rx) = crossbeam_channel::bounded(shards.len().max(1));
+        for &s in shards {
+            let mail = Mail::Registrar {
+                query: Box::new(make()),
+                reply: tx.clone(),
+            };
+            match self.mailer.send(s, mail) {
+                Ok(()) => {}
+                Err(MailError::NoShard(_) | MailError::Full(_) | MailError::Gone(_)) => {
+                    return Err(QueryError::Unavailable(s))
+                }
+            }
+        }
+        drop(tx);
+        let deadline = Instant::now() + self.timeout;
+        let mut replies = Vec::with_capacity(shards.len());
+        while replies.len() < shards.len() {
+            match rx.recv_deadline(deadline) {
+                Ok(r) => replies.push(r),
+                Err(_) => return Err(QueryError::Timeout),
+            }
+        }
+        Ok(replies)
+    }
+
+    fn all(&self) -> Vec<ShardId> {
+        (0..self.mailer.shard_count()).collect()
+    }
+
+    /// The live contacts of an AOR key (`registrar::aor_key` form, `user@host`), from its owner.
+    pub fn lookup(&self, aor_key: &[u8]) -> Result<Vec<ContactRow>, QueryError> {
+        let owner = owner_of_aor(aor_key, self.mailer.shard_count());
+        let mut r = self.ask(&[owner], || RegistrarQuery::Lookup {
+            aor: aor_key.into(),
+        })?;
+        match r.pop() {
+            Some(RegistrarReply::Contacts(c)) => Ok(c),
+            _ => Err(QueryError::Unexpected),
+        }
+    }
+
+    /// Rows `offset..offset + limit` of the bindings matching `filter` on every shard, sorted by
+    /// (AOR, contact) so pages are stable, and the number of matches in all.
+    pub fn list(
+        &self,
+        filter: &OwnedListFilter,
+        offset: usize,
+        limit: usize,
+    ) -> Result<BindingsPage, QueryError> {
+        let replies = self.ask(&self.all(), || RegistrarQuery::List {
+            filter: filter.clone(),
+            offset,
+            limit,
+        })?;
+        let mut rows = Vec::new();
+        let mut total = 0;
+        for r in replies {
+            match r {
+                RegistrarReply::Rows { rows: r, total: t } => {
+                    rows.extend(r);
+                    total += t;
+                }
+                _ => return Err(QueryError::Unexpected),
+            }
+        }
+        rows.sort_by(|a, b| {
+            (&a.aor, &a.contact, a.status as u8, a.registered_at).cmp(&(
+                &b.aor,
+                &b.contact,
+                b.status as u8,
+                b.registered_at,
+            ))
+        });
+        let rows = rows.into_iter().skip(offset).take(limit).collect();
+        Ok(BindingsPage { rows, total })
+    }
+
+    /// Removes every binding of an AOR key at its owner; returns how many were removed.
+    pub fn force_unregister(&self, aor_key: &[u8]) -> Result<usize, QueryError> {
+        let owner = owner_of_aor(aor_key, self.mailer.shard_count());
+        let mut r = self.ask(&[owner], || RegistrarQuery::ForceUnregister {
+            aor: aor_key.into(),
+        })?;
+        match r.pop() {
+            Some(RegistrarReply::Removed(n)) => Ok(n),
+            _ => Err(QueryError::Unexpected),
+        }
+    }
+
+    /// The registrar counters summed over shards.
+    pub fn counts(&self) -> Result<RegistrarCounters, QueryError> {
+        let mut sum = RegistrarCounters::default();
+        for r in self.ask(&self.all(), || RegistrarQuery::Counts)? {
+            match r {
+                RegistrarReply::Counts(c) => add_counters(&mut sum, &c),
+                _ => return Err(QueryError::Unexpected),
+            }
+        }
+        Ok(sum)
+    }
+
+    /// Live bindings per User-Agent over all shards, most common first (then by name).
+    pub fn user_agents(&self) -> Result<Vec<UserAgentCount>, QueryError> {
+        let mut merged: std::collections::HashMap<Box<[u8]>, u64> = Default::default();
+        for r in self.ask(&self.all(), || RegistrarQuery::UserAgents)? {
+            match r {
+                RegistrarReply::UserAgents(v) => {
+                    for (ua, n) in v {
+                        *merged.entry(ua).or_default() += n;
+                    }
+                }
+                _ => return Err(QueryError::Unexpected),
+            }
+        }
+        let mut v: Vec<_> = merged.into_iter().collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        Ok(v)
+    }
+
+    /// The `limit` most recent failed registrations over all shards, most recent first.
+    pub fn failed_log(&self, limit: usize) -> Result<Vec<FailedRegistration>, QueryError> {
+        let mut all = Vec::new();
+        for r in self.ask(&self.all(), || RegistrarQuery::FailedLog { limit })? {
+            match r {
+                RegistrarReply::Failed(v) => all.extend(v),
+                _ => return Err(QueryError::Unexpected),
+            }
+        }
+        all.sort_by_key(|e| std::cmp::Reverse(e.at));
+        all.truncate(limit);
+        Ok(all)
+    }
 }

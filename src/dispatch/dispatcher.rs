@@ -37,6 +37,7 @@ use crate::transaction::{
     ResponseOutcome, ServerKey, TransactionLayer, TxEvent, TxSink,
 };
 
+use super::query::{RegistrarQuery, RegistrarReply};
 use super::register::{KeepaliveStarter, RegisterPath, Shared};
 use super::{Core, Outbox, ShardId};
 
@@ -50,6 +51,14 @@ pub const ALLOW: &str = "OPTIONS, REGISTER, ACK, CANCEL";
 pub enum Mail {
     /// A datagram received by another shard that belongs to this one.
     Datagram { src: SocketAddr, data: Box<[u8]> },
+    /// A query of this shard's registrar (from another shard or from outside the shards); the
+    /// answer goes to `reply` with `try_send` (never blocks: a full or closed channel drops it).
+    /// The query is boxed so that `Mail`, and every mailbox slot of the datagram hand-over path,
+    /// stays the size of a `Datagram`.
+    Registrar {
+        query: Box<RegistrarQuery>,
+        reply: crossbeam_channel::Sender<RegistrarReply>,
+    },
 }
 
 /// The shard that owns the state of a call or transaction with this Call-ID. Every shard computes
@@ -773,6 +782,9 @@ impl Core for Dispatcher {
             Mail::Datagram { src, data } => {
                 self.counters.handed_in += 1;
                 self.handle(now, src, &data, true, out);
+            }
+            Mail::Registrar { query, reply } => {
+                super::query::answer(&mut self.reg, *query, now, &reply);
             }
         }
     }

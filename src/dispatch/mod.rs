@@ -51,7 +51,9 @@ pub trait Core: Send + 'static {
 }
 
 mod dispatcher;
+pub mod query;
 mod register;
 
 pub use dispatcher::{owner_of_call_id, DispatchCounters, Dispatcher, Mail, ALLOW, SERVER_NAME};
+pub use query::{ContactRow, OwnedBindingRow, OwnedListFilter, RegistrarQuery, RegistrarReply};
 pub use register::{RegisterCounters, RegisterPath, Shared};

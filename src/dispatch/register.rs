@@ -222,6 +222,11 @@ impl RegisterPath {
         });
     }
 
+    /// The account table (read-only, shared by every shard).
+    pub fn accounts(&self) -> &Accounts {
+        &self.accounts
+    }
+
     pub fn failed_log(&self) -> &FailedLog {
         &self.failed
     }

@@ -231,12 +231,67 @@ impl Control {
     }
 }
 
+/// Why [`Mailer::send`] could not deliver (the mail is handed back).
+#[derive(Debug)]
+pub enum MailError<M> {
+    /// No such shard.
+    NoShard(M),
+    /// The shard's mailbox is full.
+    Full(M),
+    /// The shard has exited.
+    Gone(M),
+}
+
+/// A cloneable way for threads outside the shards (the admin side, tests) to mail a shard: push
+/// to its bounded mailbox without blocking, then wake it. Queries are rare; the shards' own mail
+/// goes through their `Outbox`, not this.
+pub struct Mailer<M> {
+    peers: Arc<[Peer<M>]>,
+}
+
+impl<M> Clone for Mailer<M> {
+    fn clone(&self) -> Self {
+        Mailer {
+            peers: self.peers.clone(),
+        }
+    }
+}
+
+impl<M> Mailer<M> {
+    pub fn shard_count(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// Queue `mail` for `shard` (never blocks) and wake it.
+    pub fn send(&self, shard: ShardId, mail: M) -> Result<(), MailError<M>> {
+        let Some(peer) = self.peers.get(shard) else {
+            return Err(MailError::NoShard(mail));
+        };
+        match peer.tx.try_send(mail) {
+            Ok(()) => {
+                let _ = peer.waker.wake();
+                Ok(())
+            }
+            Err(TrySendError::Full(m)) => Err(MailError::Full(m)),
+            Err(TrySendError::Disconnected(m)) => Err(MailError::Gone(m)),
+        }
+    }
+}
+
 /// Build the mailbox mesh for `shards` shards: a poll, a waker and a bounded mailbox of
 /// `mailbox_capacity` (at least 1) per shard. No thread is started.
 pub fn mesh<M: Send>(
     shards: usize,
     mailbox_capacity: usize,
 ) -> io::Result<(Vec<ShardSetup<M>>, Control)> {
+    mesh_with_mailer(shards, mailbox_capacity).map(|(s, c, _)| (s, c))
+}
+
+/// [`mesh`], plus a [`Mailer`] for senders outside the shards.
+pub fn mesh_with_mailer<M: Send>(
+    shards: usize,
+    mailbox_capacity: usize,
+) -> io::Result<(Vec<ShardSetup<M>>, Control, Mailer<M>)> {
     let stop = Arc::new(AtomicBool::new(false));
     let mut polls = Vec::with_capacity(shards);
     let mut wakers = Vec::with_capacity(shards);
@@ -265,6 +320,14 @@ pub fn mesh<M: Send>(
             stop: stop.clone(),
         })
         .collect();
+    let mailer = Mailer {
+        peers: (0..shards)
+            .map(|p| Peer {
+                tx: chans[p].0.clone(),
+                waker: wakers[p].clone(),
+            })
+            .collect(),
+    };
     Ok((
         setups,
         Control {
@@ -272,6 +335,7 @@ pub fn mesh<M: Send>(
             wakers,
             counters,
         },
+        mailer,
     ))
 }
 
