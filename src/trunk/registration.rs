@@ -131,6 +131,9 @@ pub struct OutboundRegistration {
     request_expires: u32,
     /// Challenges answered on the requests of this attempt (at most one per kind).
     answers: Vec<Answer>,
+    /// Last nonce count used per (kind, nonce); survives attempts, so a server that keeps its
+    /// nonce across refreshes sees nc go up (one entry per kind: the latest nonce).
+    nc_memory: Vec<(bool, Vec<u8>, u32)>,
     /// Nonces answered by the request in flight, with their kind.
     answered_in_flight: Vec<(bool, Vec<u8>)>,
     /// The armed timer.
@@ -211,6 +214,7 @@ impl OutboundRegistration {
             in_flight: false,
             request_expires,
             answers: Vec::new(),
+            nc_memory: Vec::new(),
             answered_in_flight: Vec::new(),
             timer_at: None,
             counter: 0,
@@ -521,10 +525,10 @@ impl OutboundRegistration {
             ));
         }
         let nc_before = self
-            .answers
+            .nc_memory
             .iter()
-            .find(|x| x.proxy == proxy && x.nonce == nonce)
-            .map_or(0, |x| x.nc);
+            .find(|(p, n, _)| *p == proxy && n.as_slice() == nonce)
+            .map_or(0, |(_, _, nc)| *nc);
         self.answers.retain(|x| x.proxy != proxy);
         self.answers.push(Answer {
             proxy,
@@ -570,6 +574,8 @@ impl OutboundRegistration {
             if write_authorization(&mut v, &challenge, &creds).is_ok() {
                 auth_values.push((ans.proxy, v));
                 self.answered_in_flight.push((ans.proxy, ans.nonce.clone()));
+                self.nc_memory.retain(|(p, _, _)| *p != ans.proxy);
+                self.nc_memory.push((ans.proxy, ans.nonce.clone(), ans.nc));
             }
         }
         let mut headers: Vec<(&str, &[u8])> = Vec::with_capacity(5);
