@@ -33,7 +33,8 @@
 //! let mut cfg = TrunkConfig::new("carrier", "192.0.2.1", "4420", &SipParams::default());
 //! cfg.expire_s = Some(300);
 //! let local = Local { sent_by: "198.51.100.7:5060".into(), shard: 0, seed: 42,
-//!                     send_unregister: true, user_agent: "sipshard".into() };
+//!                     send_unregister: true, user_agent: "sipshard".into(),
+//!                     spread_slot: None };
 //! let mut reg = OutboundRegistration::new(cfg, local);
 //! let mut out = Out::default();
 //! reg.start(0, &mut out);                  // first attempt after the spread offset

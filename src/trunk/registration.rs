@@ -43,6 +43,11 @@ pub struct Local {
     pub send_unregister: bool,
     /// `User-Agent` header value.
     pub user_agent: String,
+    /// `(index, count)`: this registration is number `index` of `count` started together (e.g.
+    /// its position in `[[trunks]]`). Its first attempt then falls in slot `index` of `count`
+    /// equal slots of the retry delay (jittered inside the slot by the hash), which spreads
+    /// them evenly. None: a pure hash of seed and name (independent, Poisson-like clumps).
+    pub spread_slot: Option<(u32, u32)>,
 }
 
 /// Where a registration is in its life.
@@ -267,9 +272,20 @@ impl OutboundRegistration {
     }
 
     /// The fixed delay of the first attempt after `start`, in `[0, retry_delay)`, from the
-    /// seed and the name: many registrations started together are spread over a retry delay.
+    /// seed and the name (and [`Local::spread_slot`]): many registrations started together are
+    /// spread over a retry delay, and each keeps its phase afterwards (fixed retry interval).
     pub fn spread_offset_ms(&self) -> Millis {
-        mix(self.key ^ 0x5EED) % (Millis::from(self.cfg.retry_delay_s) * 1000)
+        let delay = Millis::from(self.cfg.retry_delay_s) * 1000;
+        let h = mix(self.key ^ 0x5EED);
+        match self.local.spread_slot {
+            Some((index, count)) if count > 0 && index < count => {
+                let (i, n) = (Millis::from(index), Millis::from(count));
+                let start = i * delay / n;
+                let width = ((i + 1) * delay / n - start).max(1);
+                start + h % width
+            }
+            _ => h % delay,
+        }
     }
 
     /// A snapshot for management.
