@@ -781,3 +781,23 @@ fn slotted_offsets_spread_evenly() {
     let c = TrunkConfig::new("t", "192.0.2.1", "u", &sip);
     assert!(OutboundRegistration::new(c, l).spread_offset_ms() < 60_000);
 }
+
+#[test]
+fn stop_with_a_request_in_flight_unregisters_and_ignores_the_old_answer() {
+    let mut h = H::new(trunk(Some(300)));
+    let t0 = h.start();
+    let first = h.last().to_string();
+    h.reg.stop(t0 + 5, &mut h.out);
+    assert_eq!(h.reg.state(), State::Unregistering);
+    assert_eq!(header(h.last(), "Expires"), Some("0"));
+    // The 200 to the first REGISTER (CSeq 1) does not end the unregistration.
+    let old = response_to(&first, 200, "Expires: 300\r\n");
+    let msg = h.parser.parse(old.as_bytes()).unwrap();
+    assert!(!h.reg.on_response(&msg, t0 + 6, &mut h.out));
+    assert_eq!(h.reg.state(), State::Unregistering);
+    h.answer(t0 + 7, 200, "");
+    assert_eq!(h.reg.state(), State::Stopped);
+    let st = h.reg.status();
+    assert_eq!((st.requests, st.attempts), (2, 1));
+    assert_eq!(st.next_action_at, None);
+}
