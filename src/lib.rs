@@ -13,6 +13,7 @@ pub mod registrar;
 pub mod sip;
 pub mod timer;
 pub mod transaction;
+pub mod trunk;
 
 pub mod cli;
 pub mod server;

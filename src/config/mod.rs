@@ -1,7 +1,7 @@
 //! Configuration: the TOML file, defaults and ranges, VOS3000 parameter names as aliases.
 //!
 //! Owns: parsing and validating the config file (`[server]`, `[sip]`, `[registrar]` with its
-//! `[[registrar.accounts]]`, `[log]`), the embedded default file, the parameter table
+//! `[[registrar.accounts]]`, `[log]`, `[[trunks]]`), the embedded default file, the parameter table
 //! ([`PARAMS`]), the syntax of allowed sources and the error messages for bad values.
 //! Must not: import any other sipshard module, open sockets, start threads or read the clock.
 //!
@@ -13,6 +13,7 @@ mod params;
 mod registrar;
 #[cfg(test)]
 mod tests;
+mod trunks;
 
 pub use params::{
     fmt_ms, lookup, lookup_dotted, seconds_to_ms, DecimalError, Kind, ParamInfo, Section,
@@ -22,6 +23,7 @@ pub use registrar::{
     account_problem, auth_mode_name, mask_ip, mode_problem, parse_allowed, parse_auth_mode,
     password_problem, user_problem, AllowedSource,
 };
+pub use trunks::{host_problem, TrunkConfig, TRUNK_KEYS};
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -118,6 +120,8 @@ pub struct Config {
     pub sip: SipParams,
     /// `[registrar]` and `[[registrar.accounts]]`: who may register and how.
     pub registrar: RegistrarConfig,
+    /// `[[trunks]]`: outbound registrations to upstream carriers (none by default).
+    pub trunks: Vec<TrunkConfig>,
     /// Log filter, e.g. "info" or "sipshard=debug".
     pub log_level: String,
 }
@@ -270,6 +274,7 @@ impl Default for Config {
             server: ServerConfig::default(),
             sip: SipParams::default(),
             registrar: RegistrarConfig::default(),
+            trunks: Vec::new(),
             log_level: "info".to_string(),
         }
     }
@@ -572,6 +577,11 @@ impl Config {
 /// inside that entry (the header's when the field is not written). None when the accounts are
 /// not written as `[[...]]` tables.
 fn find_account_line(text: &str, index: usize, field: Option<&str>) -> Option<usize> {
+    find_array_line(text, "registrar.accounts", index, field)
+}
+
+/// As [`find_account_line`], for any array of tables `[[array]]`.
+fn find_array_line(text: &str, array: &str, index: usize, field: Option<&str>) -> Option<usize> {
     let mut seen = 0usize;
     // The entry's header line, once found, while looking for `field` in it.
     let mut inside: Option<usize> = None;
@@ -589,7 +599,7 @@ fn find_account_line(text: &str, index: usize, field: Option<&str>) -> Option<us
                 .chars()
                 .filter(|c| !c.is_whitespace())
                 .collect();
-            if line.starts_with("[[") && name == "registrar.accounts" {
+            if line.starts_with("[[") && name == array {
                 if seen == index {
                     match field {
                         None => return Some(i + 1),
@@ -678,8 +688,13 @@ fn build(text: &str, overrides: &[Override]) -> Result<Config, ConfigErrors> {
     let mut errors: Vec<ConfigError> = Vec::new();
     let mut given: Vec<Option<Given>> = PARAMS.iter().map(|_| None).collect();
     let mut accounts_value: Option<&toml::Value> = None;
+    let mut trunks_value: Option<&toml::Value> = None;
 
     for (sec_name, sec_val) in &table {
+        if sec_name == "trunks" {
+            trunks_value = Some(sec_val);
+            continue;
+        }
         let Some(section) = Section::from_name(sec_name) else {
             errors.push(unknown_outside_sections(text, sec_name, sec_val));
             continue;
@@ -773,6 +788,9 @@ fn build(text: &str, overrides: &[Override]) -> Result<Config, ConfigErrors> {
     if let Some(v) = accounts_value {
         cfg.registrar.accounts = registrar::parse_accounts(text, v, &mut errors);
     }
+    if let Some(v) = trunks_value {
+        cfg.trunks = trunks::parse_trunks(text, v, &cfg.sip, &mut errors);
+    }
     if errors.is_empty() {
         cross_checks(&cfg, text, &given, &mut errors);
     }
@@ -852,7 +870,7 @@ fn unknown_key(section: Section, name: &str, line: Option<usize>) -> ConfigError
 }
 
 fn unknown_outside_sections(text: &str, name: &str, value: &toml::Value) -> ConfigError {
-    let known = "known sections: [server], [sip], [registrar], [log]";
+    let known = "known sections: [server], [sip], [registrar], [log], [[trunks]]";
     if let toml::Value::Table(_) = value {
         let mut message = format!("unknown section [{name}]; {known}");
         if let Some(s) = Section::ALL
@@ -865,6 +883,14 @@ fn unknown_outside_sections(text: &str, name: &str, value: &toml::Value) -> Conf
             key: name.to_string(),
             line: find_line(text, Some(name), None),
             message,
+        };
+    }
+    if params::edit_distance(&name.to_ascii_lowercase(), "trunks") <= 2 {
+        return ConfigError {
+            key: name.to_string(),
+            line: find_line(text, None, Some(name))
+                .or_else(|| find_array_line(text, name, 0, None)),
+            message: format!("unknown `{name}` at top level; did you mean [[trunks]]?"),
         };
     }
     let mut message = format!("unknown key `{name}` at top level (outside any section)");

@@ -1112,3 +1112,115 @@ allowed = ["10.0.0.1:5060"]
         "{e}"
     );
 }
+
+// ---- [[trunks]] ---------------------------------------------------------------------------
+
+#[test]
+fn trunks_defaults_come_from_sip_user_agent_values() {
+    let c = parse(
+        "[sip]\nuser_agent_expire = 900\nuser_agent_retry_delay = 120\nuser_agent_privacy = \"id\"\n\
+         [[trunks]]\nname = \"a\"\nregistrar = \"sip.example.com\"\nusername = \"4420\"\npassword = \"pw\"\n",
+    )
+    .unwrap();
+    assert_eq!(c.trunks.len(), 1);
+    let t = &c.trunks[0];
+    assert_eq!(t.name, "a");
+    assert_eq!(t.registrar, "sip.example.com");
+    assert_eq!(t.port, 5060);
+    assert_eq!(t.outbound_proxy, None);
+    assert_eq!(t.auth_username, "4420");
+    assert_eq!(t.contact_user, "4420");
+    assert_eq!(t.password, "pw");
+    assert_eq!(t.realm, None);
+    assert_eq!(t.expire_s, Some(900));
+    assert_eq!(t.retry_delay_s, 120);
+    assert_eq!(t.privacy, Privacy::Id);
+    // No [sip]: the built-in defaults (auto, 60, ignore).
+    let c =
+        parse("[[trunks]]\nname = \"a\"\nregistrar = \"192.0.2.1\"\nusername = \"u\"\n").unwrap();
+    assert_eq!(c.trunks[0].expire_s, None);
+    assert_eq!(c.trunks[0].retry_delay_s, 60);
+    assert_eq!(c.trunks[0].privacy, Privacy::Ignore);
+}
+
+#[test]
+fn trunks_every_key_and_overrides() {
+    let c = parse(
+        "[[trunks]]\nname = \"carrier b\"\nregistrar = \"[2001:db8::1]\"\nport = 5080\n\
+         outbound_proxy = \"proxy.example.net:5070\"\nusername = \"u1\"\nauth_username = \"auth1\"\n\
+         password = \"p\"\nrealm = \"r\"\nexpire = \"Auto Negotiation\"\nretry_delay = 30\n\
+         privacy = \"None\"\ncontact_user = \"c1\"\n\
+         [[trunks]]\nname = \"c\"\nregistrar = \"10.0.0.1\"\nusername = \"u2\"\nexpire = 7200\n\
+         outbound_proxy = \"10.0.0.2\"\n",
+    )
+    .unwrap();
+    let b = &c.trunks[0];
+    assert_eq!(b.registrar, "[2001:db8::1]");
+    assert_eq!(b.port, 5080);
+    assert_eq!(
+        b.outbound_proxy,
+        Some(("proxy.example.net".to_string(), 5070))
+    );
+    assert_eq!(
+        (b.auth_username.as_str(), b.contact_user.as_str()),
+        ("auth1", "c1")
+    );
+    assert_eq!(b.realm.as_deref(), Some("r"));
+    assert_eq!(b.expire_s, None);
+    assert_eq!(b.retry_delay_s, 30);
+    assert_eq!(b.privacy, Privacy::None);
+    assert_eq!(c.trunks[1].expire_s, Some(7200));
+    assert_eq!(
+        c.trunks[1].outbound_proxy,
+        Some(("10.0.0.2".to_string(), 5060))
+    );
+}
+
+#[test]
+fn trunks_errors_name_the_value_and_range_all_at_once() {
+    let text = "[[trunks]]\nname = \"a\"\nregistrar = \"sip.example.com\"\nusername = \"u\"\n\
+                expire = 10\nretry_delay = 601\nprivacy = \"full\"\nport = 0\ncolour = \"red\"\n\
+                [[trunks]]\nname = \"a\"\nregistrar = \"bad host!\"\nusername = \"u\"\n\
+                outbound_proxy = \"p.example:99999\"\n\
+                [[trunks]]\nregistrar = \"x.example\"\n";
+    let e = errs(text);
+    let has = |s: &str| assert!(e.iter().any(|m| m.contains(s)), "no {s:?} in {e:#?}");
+    has("trunks #1 (`a`): expire = 10 is out of range: allowed");
+    has("20..=7200");
+    has("retry_delay = 601 is out of range: allowed 30..=600 seconds");
+    has("privacy = \"full\" is not valid");
+    has("port = 0 is out of range: allowed 1..=65535");
+    has("unknown key `colour`; known: name, registrar, port");
+    has("trunks #2 (`a`): duplicate name `a` (first in #1)");
+    has("registrar = \"bad host!\" is not valid: is not a host name or IP address");
+    has("outbound_proxy = \"p.example:99999\" is not valid: has a port outside 1..=65535");
+    has("trunks #3: `name` is missing");
+    has("trunks #3: `username` is missing");
+    assert_eq!(e.len(), 10, "{e:#?}");
+    // Lines point into the right table.
+    let lines: Vec<Option<usize>> = parse(text).unwrap_err().iter().map(|e| e.line).collect();
+    assert!(
+        lines.contains(&Some(5)) && lines.contains(&Some(12)),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn trunks_must_be_an_array_of_tables() {
+    let e = one_err("trunks = 3\n");
+    assert!(
+        e.contains("trunks must be written as [[trunks]] tables"),
+        "{e}"
+    );
+    let e = one_err("[[trunk]]\nname = \"a\"\n");
+    assert!(
+        e.contains("unknown `trunk` at top level; did you mean [[trunks]]?"),
+        "{e}"
+    );
+}
+
+#[test]
+fn default_toml_has_a_commented_trunk_example_and_no_trunks() {
+    assert!(DEFAULT_TOML.contains("# [[trunks]]"));
+    assert!(Config::embedded_default().trunks.is_empty());
+}
