@@ -2,8 +2,8 @@
 //!
 //! Layers, lowest first (a module imports only modules above it in this list):
 //! - `sip`, `timer`, `config`, `io`: foundations; they import none of the rest.
-//! - `transaction`, `registrar`, `dispatch`: the sans-IO protocol core. No sockets, threads,
-//!   clocks or locks; time is passed in as [`timer::Millis`].
+//! - `transaction`, `registrar`, `trunk`, `dispatch`: the sans-IO protocol core. No sockets,
+//!   threads, clocks or locks; time is passed in as [`timer::Millis`].
 //! - `shard`, `server`, `cli`: the runtime that owns sockets, threads and the clock.
 
 pub mod config;
