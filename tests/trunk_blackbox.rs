@@ -105,3 +105,39 @@ fn a_trunk_registers_with_digest_and_unregisters_on_shutdown() {
     );
     assert_eq!(tb["trunks_registered"], 0, "all stopped: {tb:?}");
 }
+
+#[test]
+fn an_unresolvable_trunk_host_stops_the_start_naming_the_trunk() {
+    let dir = TempDir::new("trunk-dns");
+    let cfg = dir.write(
+        "b.toml",
+        "[[trunks]]\nname = \"nowhere\"\nregistrar = \"sipshard-test.invalid\"\n\
+         username = \"u\"\npassword = \"p\"\n",
+    );
+    let err = match start_with_args(&["run", "--listen", "127.0.0.1:0", "--config", &cfg]) {
+        Ok(_) => panic!("started with an unresolvable trunk host"),
+        Err(e) => e,
+    };
+    assert!(
+        err.contains("nowhere") && err.contains("sipshard-test.invalid"),
+        "{err}"
+    );
+}
+
+#[test]
+fn trunk_destinations_are_resolved_at_start() {
+    let sip = sipshard::config::SipParams::default();
+    let mut by_ip = sipshard::config::TrunkConfig::new("a", "127.0.0.1", "u", &sip);
+    by_ip.port = 5080;
+    let mut by_name = sipshard::config::TrunkConfig::new("b", "localhost", "u", &sip);
+    by_name.outbound_proxy = Some(("127.0.0.1".to_string(), 5090));
+    let got = sipshard::server::resolve_trunks(&[by_ip, by_name]).unwrap();
+    assert_eq!(
+        got,
+        vec![
+            Some("127.0.0.1:5080".parse().unwrap()),
+            Some("127.0.0.1:5090".parse().unwrap()),
+        ],
+        "the outbound proxy, when set, is the destination"
+    );
+}
