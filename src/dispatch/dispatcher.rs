@@ -984,7 +984,7 @@ impl Core for Dispatcher {
             ("trunks_registered", registered),
             ("trunks_retrying", retrying),
             ("trunk_failures", failures),
-            ("trunk_registrations", self.trunks.registrations),
+            ("trunk_registrations", self.trunks.times_registered),
             ("trunk_registers_sent", self.trunks.registers_sent),
         ]);
         v

@@ -77,7 +77,7 @@ pub struct Trunks {
     /// REGISTER requests handed to the transaction layer.
     pub registers_sent: u64,
     /// Transitions into `Registered`.
-    pub registrations: u64,
+    pub times_registered: u64,
 }
 
 /// Runs one registration's output through the transaction layer and the wheel.
@@ -189,7 +189,7 @@ impl Trunks {
             seq: 0,
             parser: Parser::new(),
             registers_sent: 0,
-            registrations: 0,
+            times_registered: 0,
         }
     }
 
@@ -241,7 +241,7 @@ impl Trunks {
             seq,
             parser,
             registers_sent,
-            registrations,
+            times_registered,
             ..
         } = self;
         let e = &mut entries[index];
@@ -265,7 +265,7 @@ impl Trunks {
         if before != after {
             match after {
                 State::Registered => {
-                    *registrations += 1;
+                    *times_registered += 1;
                     let s = e.reg.status();
                     tracing::info!(
                         trunk = e.reg.name(),
