@@ -88,8 +88,10 @@ impl RunArgs {
 /// Entry point of the binary: parse `std::env::args`, run, return the exit status.
 pub fn main() -> i32 {
     let args: Vec<OsString> = std::env::args_os().collect();
-    let mut out = std::io::stdout().lock();
-    let mut err = std::io::stderr().lock();
+    // Not locked for the whole run: the shard threads log to stderr (tracing) meanwhile, and
+    // would block on a lock held here.
+    let mut out = std::io::stdout();
+    let mut err = std::io::stderr();
     main_with(args, &mut out, &mut err)
 }
 

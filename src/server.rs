@@ -17,7 +17,7 @@ use crossbeam_channel::{Receiver, Sender};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-use crate::config::{Config, IoBackendKind, ServerConfig};
+use crate::config::{Config, IoBackendKind, ServerConfig, TrunkConfig};
 use crate::dispatch::{
     query::add_counters, ContactRow, Core, Dispatcher, Mail, OwnedBindingRow, OwnedListFilter,
     RegistrarQuery, RegistrarReply, ShardId, Shared,
@@ -414,7 +414,8 @@ pub fn run_main(config: Config) -> Result<(), String> {
     let mut seed = [0u8; 8];
     seed.copy_from_slice(&random[32..]);
     let started = Instant::now();
-    let shared = Shared::new(&config, secret, u64::from_le_bytes(seed))?;
+    let mut shared = Shared::new(&config, secret, u64::from_le_bytes(seed))?;
+    shared.trunk_destinations = resolve_trunks(&config.trunks)?;
     tracing::info!(
         accounts = shared.accounts.len(),
         took_ms = started.elapsed().as_millis() as u64,
@@ -424,6 +425,37 @@ pub fn run_main(config: Config) -> Result<(), String> {
     run_with(config, move |shard, shards| {
         Dispatcher::new(shard, shards, &core_config, &shared, 0)
     })
+}
+
+/// The destination of each trunk (outbound proxy, else registrar) as a socket address. Host
+/// names are resolved once, here at start (A/AAAA through the system resolver; SRV not
+/// supported); a name that does not resolve is a start-up error naming the trunk.
+pub fn resolve_trunks(trunks: &[TrunkConfig]) -> Result<Vec<Option<SocketAddr>>, String> {
+    use std::net::ToSocketAddrs;
+    trunks
+        .iter()
+        .map(|t| {
+            let (host, port) = match &t.outbound_proxy {
+                Some((h, p)) => (h.as_str(), *p),
+                None => (t.registrar.as_str(), t.port),
+            };
+            let bare = host
+                .strip_prefix('[')
+                .and_then(|h| h.strip_suffix(']'))
+                .unwrap_or(host);
+            let mut addrs = (bare, port)
+                .to_socket_addrs()
+                .map_err(|e| format!("[[trunks]] `{}`: cannot resolve `{host}`: {e}", t.name))?;
+            // Prefer IPv4: the shards' socket is usually bound to an IPv4 address.
+            let all: Vec<SocketAddr> = addrs.by_ref().collect();
+            all.iter()
+                .find(|a| a.is_ipv4())
+                .or(all.first())
+                .copied()
+                .map(Some)
+                .ok_or_else(|| format!("[[trunks]] `{}`: `{host}` resolves to no address", t.name))
+        })
+        .collect()
 }
 
 fn read_os_random(buf: &mut [u8]) -> io::Result<()> {

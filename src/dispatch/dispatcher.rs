@@ -39,6 +39,7 @@ use crate::transaction::{
 
 use super::query::{RegistrarQuery, RegistrarReply};
 use super::register::{KeepaliveStarter, RegisterPath, Shared};
+use super::trunks::{is_trunk_token, Trunks};
 use super::{Core, Outbox, ShardId};
 
 /// `Server:` header value.
@@ -181,6 +182,8 @@ pub struct Dispatcher {
     reg: RegisterPath,
     /// Transaction events collected during one call into the layer, handled right after.
     events: Vec<TxEvent>,
+    /// The outbound registrations (`[[trunks]]`) this shard owns.
+    trunks: Trunks,
 }
 
 /// Adapts the runtime's `Outbox` to the transaction layer's sink.
@@ -233,6 +236,15 @@ impl Dispatcher {
             counters: DispatchCounters::default(),
             reg: RegisterPath::new(shard, config, shared, now),
             events: Vec::new(),
+            trunks: Trunks::new(
+                shard,
+                shards.max(1),
+                &config.trunks,
+                &shared.trunk_destinations,
+                shared.seed,
+                config.sip.user_agent_send_unregister,
+                now,
+            ),
         }
     }
 
@@ -247,6 +259,11 @@ impl Dispatcher {
     /// The REGISTER path of this shard (registrar, guards, failed-registration log).
     pub fn register_path(&self) -> &RegisterPath {
         &self.reg
+    }
+
+    /// The outbound registrations this shard owns.
+    pub fn trunks(&self) -> &Trunks {
+        &self.trunks
     }
 
     fn handle<O: Outbox<Mail>>(
@@ -279,6 +296,7 @@ impl Dispatcher {
             counters,
             reg,
             events,
+            trunks,
             ..
         } = self;
         let Ok(msg) = parser.parse(data) else {
@@ -288,9 +306,10 @@ impl Dispatcher {
         if !msg.is_request() {
             counters.responses += 1;
             handle_response(
-                *shard, &msg, data, src, handed_in, now, tx, counters, out, events, reg,
+                *shard, &msg, data, src, handed_in, now, tx, counters, out, events, reg, trunks,
             );
-            deliver_events(events, reg, now);
+            deliver_events(events, reg, trunks, now);
+            flush_trunk_timeouts(trunks, reg, tx, out, events, now);
             return;
         }
         counters.requests += 1;
@@ -682,15 +701,50 @@ fn stateful<O: Outbox<Mail>>(
     counters.responses_sent += sent;
 }
 
-/// Hands transaction events to their owners: at this stage every client transaction is a NAT
-/// keepalive of the registrar, so a timeout means the binding did not answer.
-fn deliver_events(events: &mut Vec<TxEvent>, reg: &mut RegisterPath, now: Millis) {
+/// Hands transaction events to their owners: a trunk token's timeout is queued for the trunks
+/// (run by [`flush_trunk_timeouts`]); any other client transaction is a NAT keepalive of the
+/// registrar, so a timeout means the binding did not answer.
+fn deliver_events(
+    events: &mut Vec<TxEvent>,
+    reg: &mut RegisterPath,
+    trunks: &mut Trunks,
+    now: Millis,
+) {
     for ev in events.drain(..) {
         match ev {
+            TxEvent::Timeout { token, .. } if is_trunk_token(token) => trunks.on_timeout(token),
             TxEvent::Timeout { token, .. } => {
                 reg.registrar.on_keepalive_result(token, false, now);
             }
         }
+    }
+}
+
+/// Runs the trunks' queued timeouts (their retries start transactions; any event those report
+/// is delivered in turn).
+fn flush_trunk_timeouts<O: Outbox<Mail>>(
+    trunks: &mut Trunks,
+    reg: &mut RegisterPath,
+    tx: &mut TransactionLayer,
+    out: &mut O,
+    events: &mut Vec<TxEvent>,
+    now: Millis,
+) {
+    let mut sent = 0u64;
+    loop {
+        trunks.run_timeouts(
+            now,
+            tx,
+            &mut Sink {
+                out,
+                sent: &mut sent,
+                events,
+            },
+        );
+        if events.is_empty() {
+            break;
+        }
+        deliver_events(events, reg, trunks, now);
     }
 }
 
@@ -707,6 +761,7 @@ fn handle_response<O: Outbox<Mail>>(
     out: &mut O,
     events: &mut Vec<TxEvent>,
     reg: &mut RegisterPath,
+    trunks: &mut Trunks,
 ) {
     if msg.validate().is_err() {
         counters.drop_invalid_response += 1;
@@ -754,8 +809,24 @@ fn handle_response<O: Outbox<Mail>>(
     );
     match outcome {
         ResponseOutcome::NoMatch => counters.drop_stray_response += 1,
+        // A trunk's REGISTER: its registration takes provisional and final answers (a challenge
+        // or a 423 sends the next REGISTER at once).
+        ResponseOutcome::Pass { token, .. } if is_trunk_token(token) => {
+            let mut requests = 0u64;
+            trunks.on_response(
+                token,
+                msg,
+                now,
+                tx,
+                &mut Sink {
+                    out,
+                    sent: &mut requests,
+                    events,
+                },
+            );
+        }
         // Any final answer to a keepalive OPTIONS (even 404 or 405) shows the binding is
-        // reachable; the only client transactions at this stage are those keepalives.
+        // reachable.
         ResponseOutcome::Pass { token, .. } if status >= 200 => {
             reg.registrar.on_keepalive_result(token, true, now);
         }
@@ -792,7 +863,11 @@ impl Core for Dispatcher {
     fn on_timers<O: Outbox<Mail>>(&mut self, now: Millis, out: &mut O) {
         let mut sent = 0u64;
         let Self {
-            tx, reg, events, ..
+            tx,
+            reg,
+            events,
+            trunks,
+            ..
         } = self;
         tx.on_timers(
             now,
@@ -802,7 +877,8 @@ impl Core for Dispatcher {
                 events,
             },
         );
-        deliver_events(events, reg, now);
+        deliver_events(events, reg, trunks, now);
+        flush_trunk_timeouts(trunks, reg, tx, out, events, now);
         if reg.registrar.next_deadline().is_some_and(|d| d <= now) {
             let mut sink = Sink {
                 out,
@@ -816,25 +892,65 @@ impl Core for Dispatcher {
                 started: 0,
             };
             reg.registrar.on_timers(now, &mut starter);
-            deliver_events(events, reg, now);
+            deliver_events(events, reg, trunks, now);
+            flush_trunk_timeouts(trunks, reg, tx, out, events, now);
+        }
+        if trunks.next_deadline().is_some_and(|d| d <= now) {
+            let mut requests = 0u64;
+            trunks.on_timers(
+                now,
+                tx,
+                &mut Sink {
+                    out,
+                    sent: &mut requests,
+                    events,
+                },
+            );
+            deliver_events(events, reg, trunks, now);
+            flush_trunk_timeouts(trunks, reg, tx, out, events, now);
         }
         reg.expire(now);
     }
 
     fn next_deadline(&self) -> Option<Millis> {
-        match (self.tx.next_deadline(), self.reg.registrar.next_deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.tx.next_deadline(),
+            self.reg.registrar.next_deadline(),
+            self.trunks.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     fn set_local_addr(&mut self, local: SocketAddr) {
         self.reg.registrar.set_local_addr(local);
+        self.trunks.set_local_addr(local);
     }
 
-    fn on_shutdown<O: Outbox<Mail>>(&mut self, _now: Millis, _out: &mut O) -> bool {
-        // Nothing to flush: server transactions only re-send answers we already gave.
-        true
+    fn on_shutdown<O: Outbox<Mail>>(&mut self, now: Millis, out: &mut O) -> bool {
+        // Server transactions only re-send answers we already gave; the trunks unregister
+        // (`stop`, once) and are done when every one is stopped.
+        let Self {
+            tx,
+            reg,
+            events,
+            trunks,
+            ..
+        } = self;
+        let mut requests = 0u64;
+        let done = trunks.shutdown(
+            now,
+            tx,
+            &mut Sink {
+                out,
+                sent: &mut requests,
+                events,
+            },
+        );
+        deliver_events(events, reg, trunks, now);
+        flush_trunk_timeouts(trunks, reg, tx, out, events, now);
+        done && trunks.all_stopped()
     }
 
     fn counters(&self) -> Vec<(&'static str, u64)> {
@@ -862,6 +978,14 @@ impl Core for Dispatcher {
             ("keepalives_sent", b.keepalives_sent),
             ("keepalives_failed", b.keepalives_failed),
             ("keepalive_removed", b.keepalive_removed),
+        ]);
+        let (registered, retrying, failures) = self.trunks.gauges();
+        v.extend([
+            ("trunks_registered", registered),
+            ("trunks_retrying", retrying),
+            ("trunk_failures", failures),
+            ("trunk_registrations", self.trunks.times_registered),
+            ("trunk_registers_sent", self.trunks.registers_sent),
         ]);
         v
     }

@@ -53,7 +53,9 @@ pub trait Core: Send + 'static {
 mod dispatcher;
 pub mod query;
 mod register;
+mod trunks;
 
 pub use dispatcher::{owner_of_call_id, DispatchCounters, Dispatcher, Mail, ALLOW, SERVER_NAME};
 pub use query::{ContactRow, OwnedBindingRow, OwnedListFilter, RegistrarQuery, RegistrarReply};
 pub use register::{RegisterCounters, RegisterPath, Shared};
+pub use trunks::{is_trunk_token, Trunks, TRUNK_TOKEN_BIT};

@@ -26,8 +26,13 @@ pub struct Shared {
     pub accounts: Arc<Accounts>,
     /// One secret for all shards, so a nonce made on one shard verifies on any other.
     pub nonce_key: NonceKey,
-    /// Seed for per-shard randomness (expiry spread, hash-flood-resistant tables).
+    /// Seed for per-shard randomness (expiry spread, hash-flood-resistant tables, the Call-IDs,
+    /// tags and branches of the trunks' REGISTERs).
     pub seed: u64,
+    /// The destination of each `[[trunks]]` entry (outbound proxy, else registrar), by index,
+    /// resolved by the runtime at start (SRV not supported). `None` or missing: the core uses
+    /// the host if it is an IP literal, else skips the trunk.
+    pub trunk_destinations: Vec<Option<SocketAddr>>,
 }
 
 impl Shared {
@@ -39,6 +44,7 @@ impl Shared {
             accounts: Arc::new(accounts),
             nonce_key: NonceKey::new(secret),
             seed,
+            trunk_destinations: Vec::new(),
         })
     }
 }

@@ -275,6 +275,9 @@ pub(crate) struct Slot {
     pub binding: Option<Binding>,
 }
 
+/// Generations wrap at 2^31.
+pub const GENERATION_MASK: u32 = 0x7fff_ffff;
+
 /// Identifies one binding (slab index + generation); stale ids never match a later binding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct BindingId {
@@ -283,8 +286,9 @@ pub struct BindingId {
 }
 
 impl BindingId {
+    /// The top bit is never set (generations are below 2^31): tokens with it belong to others.
     pub fn to_u64(self) -> u64 {
-        u64::from(self.generation) << 32 | u64::from(self.index)
+        u64::from(self.generation & GENERATION_MASK) << 32 | u64::from(self.index)
     }
     pub fn from_u64(v: u64) -> BindingId {
         BindingId {
@@ -473,7 +477,9 @@ impl Store {
             }
         }
         let slot = &mut self.slots[idx as usize];
-        slot.generation = slot.generation.wrapping_add(1);
+        // Generations stay below 2^31 so `BindingId::to_u64` never sets the top bit (the
+        // dispatcher's trunk tokens use it).
+        slot.generation = slot.generation.wrapping_add(1) & GENERATION_MASK;
         let b = slot.binding.take().expect("live binding");
         self.free.push(idx);
         self.live -= 1;

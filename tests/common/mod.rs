@@ -16,6 +16,8 @@ pub struct Server {
     /// Lines printed on stdout after the ready line (collected by a reader thread).
     lines: mpsc::Receiver<String>,
     stderr: Option<std::process::ChildStderr>,
+    /// stderr lines, once [`Server::wait_for_stderr`] started reading them.
+    stderr_lines: Option<mpsc::Receiver<String>>,
 }
 
 /// `sipshard run --listen 127.0.0.1:0 --shards N [extra...]`, waiting for the ready line.
@@ -28,9 +30,14 @@ pub fn start_server(shards: usize, extra: &[&str]) -> Server {
 
 /// Start the binary with `args`; Ok once it printed its ready line, Err(output) if it exited first.
 pub fn start_with_args(args: &[&str]) -> Result<Server, String> {
+    start_with_log(args, "warn")
+}
+
+/// As [`start_with_args`], with `RUST_LOG` set to `rust_log`.
+pub fn start_with_log(args: &[&str], rust_log: &str) -> Result<Server, String> {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sipshard"))
         .args(args)
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", rust_log)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -58,6 +65,7 @@ pub fn start_with_args(args: &[&str]) -> Result<Server, String> {
                         addr,
                         lines: rx,
                         stderr,
+                        stderr_lines: None,
                     });
                 }
             }
@@ -92,12 +100,21 @@ impl Server {
             libc::kill(pid, libc::SIGTERM);
         }
         let mut err = String::new();
-        if let Some(mut e) = self.stderr.take() {
+        let stderr = self.stderr.take();
+        let stderr_lines = self.stderr_lines.take();
+        if stderr.is_some() || stderr_lines.is_some() {
             // stderr closes when the process exits; read it on a thread so a hang cannot block us.
             let (etx, erx) = mpsc::channel();
             std::thread::spawn(move || {
                 let mut s = String::new();
-                let _ = e.read_to_string(&mut s);
+                if let Some(mut e) = stderr {
+                    let _ = e.read_to_string(&mut s);
+                } else if let Some(lines) = stderr_lines {
+                    for l in lines {
+                        s.push_str(&l);
+                        s.push('\n');
+                    }
+                }
                 let _ = etx.send(s);
             });
             let (wtx, wrx) = mpsc::channel();
@@ -130,6 +147,49 @@ impl Server {
             err,
             started.elapsed(),
         )
+    }
+
+    /// Wait (at most `within`) for a stderr line containing `needle`; the lines read are kept
+    /// for [`Server::terminate`]. True when it came.
+    pub fn wait_for_stderr(&mut self, needle: &str, within: Duration) -> bool {
+        if let Some(e) = self.stderr.take() {
+            let (tx, rx) = mpsc::channel();
+            std::thread::spawn(move || {
+                for line in BufReader::new(e).lines() {
+                    let Ok(line) = line else { break };
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+            self.stderr_lines = Some(rx);
+        }
+        let Some(rx) = self.stderr_lines.take() else {
+            return false;
+        };
+        let deadline = Instant::now() + within;
+        let (keep_tx, keep_rx) = mpsc::channel();
+        let mut found = false;
+        while !found {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    found = line.contains(needle);
+                    let _ = keep_tx.send(line);
+                }
+                Err(_) => break,
+            }
+        }
+        // Lines seen so far first, then the rest as they come.
+        std::thread::spawn(move || {
+            for l in rx {
+                if keep_tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        self.stderr_lines = Some(keep_rx);
+        found
     }
 
     pub fn pid(&self) -> u32 {

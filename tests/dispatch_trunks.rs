@@ -1,0 +1,208 @@
+//! The dispatcher driving `[[trunks]]` registrations, sans-IO: REGISTERs as client
+//! transactions, responses and timeouts routed by token, shutdown waiting for the unregister.
+
+use std::net::SocketAddr;
+
+use sipshard::config::{Config, SipParams, TrunkConfig};
+use sipshard::dispatch::{is_trunk_token, Core, Dispatcher, Mail, Outbox, Shared};
+use sipshard::registrar::bindings::BindingId;
+use sipshard::timer::Millis;
+use sipshard::trunk::State;
+
+#[derive(Default)]
+struct Out(Vec<(SocketAddr, Vec<u8>)>);
+impl Outbox<Mail> for Out {
+    fn send_to(&mut self, dst: SocketAddr, data: &[u8]) {
+        self.0.push((dst, data.to_vec()));
+    }
+    fn mail(&mut self, _shard: usize, _mail: Mail) {
+        panic!("one shard: no mail");
+    }
+}
+
+const CARRIER: &str = "192.0.2.10:5070";
+
+fn dispatcher() -> Dispatcher {
+    let mut config = Config::default();
+    let mut t = TrunkConfig::new("carrier", "192.0.2.10", "4420", &SipParams::default());
+    t.port = 5070;
+    t.expire_s = Some(120);
+    config.trunks.push(t);
+    let shared = Shared::new(&config, [7; 32], 99).unwrap();
+    let mut d = Dispatcher::new(0, 1, &config, &shared, 0);
+    assert_eq!(
+        d.next_deadline(),
+        None,
+        "nothing before the local address is known"
+    );
+    d.set_local_addr("198.51.100.7:5060".parse().unwrap());
+    d
+}
+
+fn counter(d: &Dispatcher, name: &str) -> u64 {
+    d.counters()
+        .into_iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v)
+        .unwrap_or_else(|| panic!("no counter {name}"))
+}
+
+fn state(d: &Dispatcher) -> State {
+    d.trunks().registrations().next().unwrap().state()
+}
+
+/// Run timers until something is sent (or `limit` passes); returns the time.
+fn run_until_sent(d: &mut Dispatcher, out: &mut Out, mut now: Millis, limit: Millis) -> Millis {
+    let before = out.0.len();
+    while out.0.len() == before {
+        let next = d.next_deadline().expect("a deadline");
+        assert!(next <= limit, "nothing sent by {limit}");
+        now = now.max(next);
+        d.on_timers(now, out);
+    }
+    now
+}
+
+fn header<'a>(req: &'a str, name: &str) -> &'a str {
+    req.lines()
+        .find(|l| l.starts_with(name))
+        .unwrap_or_else(|| panic!("no {name} in {req}"))
+}
+
+fn answer(req: &[u8], status: &str, extra: &str) -> Vec<u8> {
+    let req = std::str::from_utf8(req).unwrap();
+    format!(
+        "SIP/2.0 {status}\r\n{}\r\n{}\r\n{};tag=srv\r\n{}\r\n{}\r\n{extra}Content-Length: 0\r\n\r\n",
+        header(req, "Via:"),
+        header(req, "From:"),
+        header(req, "To:"),
+        header(req, "Call-ID:"),
+        header(req, "CSeq:"),
+    )
+    .into_bytes()
+}
+
+#[test]
+fn registers_refreshes_and_unregisters_on_shutdown() {
+    let mut d = dispatcher();
+    let mut out = Out::default();
+    assert_eq!(d.next_deadline(), Some(0), "start is due at once");
+    let now = run_until_sent(&mut d, &mut out, 0, 60_000);
+    let (dst, req) = out.0.pop().unwrap();
+    assert_eq!(dst, CARRIER.parse().unwrap());
+    assert!(req.starts_with(b"REGISTER sip:192.0.2.10:5070 SIP/2.0\r\n"));
+    assert_eq!(counter(&d, "tx_created_client"), 1);
+    assert_eq!(counter(&d, "trunk_registers_sent"), 1);
+
+    let ok = answer(
+        &req,
+        "200 OK",
+        "Contact: <sip:4420@198.51.100.7:5060>;expires=120\r\n",
+    );
+    d.on_datagram(now + 30, CARRIER.parse().unwrap(), &ok, &mut out);
+    assert_eq!(state(&d), State::Registered);
+    assert_eq!(counter(&d, "trunks_registered"), 1);
+    assert_eq!(counter(&d, "trunk_registrations"), 1);
+    assert_eq!(counter(&d, "drop_stray_response"), 0);
+
+    // The refresh comes from the trunk's wheel timer (at half the granted 120 s).
+    let refresh_at = run_until_sent(&mut d, &mut out, now + 30, now + 30 + 61_000);
+    assert!(refresh_at >= now + 30 + 60_000, "refreshed at {refresh_at}");
+    let (_, refresh) = out.0.pop().unwrap();
+    let ok = answer(
+        &refresh,
+        "200 OK",
+        "Contact: <sip:4420@198.51.100.7:5060>;expires=120\r\n",
+    );
+    d.on_datagram(refresh_at + 10, CARRIER.parse().unwrap(), &ok, &mut out);
+    assert_eq!(
+        counter(&d, "trunk_registrations"),
+        1,
+        "a refresh is no new registration"
+    );
+
+    // Shutdown: Expires: 0, and not done until its answer.
+    let t = refresh_at + 1_000;
+    assert!(!d.on_shutdown(t, &mut out));
+    let (_, unreg) = out.0.pop().unwrap();
+    assert!(std::str::from_utf8(&unreg)
+        .unwrap()
+        .contains("Expires: 0\r\n"));
+    assert!(!d.on_shutdown(t + 5, &mut out));
+    assert!(out.0.is_empty(), "stop is called once");
+    d.on_datagram(
+        t + 20,
+        CARRIER.parse().unwrap(),
+        &answer(&unreg, "200 OK", ""),
+        &mut out,
+    );
+    assert!(d.on_shutdown(t + 25, &mut out));
+    assert_eq!(state(&d), State::Stopped);
+    assert_eq!(counter(&d, "trunks_registered"), 0);
+    assert_eq!(counter(&d, "trunk_registers_sent"), 3);
+}
+
+#[test]
+fn a_transaction_timeout_reaches_the_trunk_and_it_retries() {
+    let mut d = dispatcher();
+    let mut out = Out::default();
+    let first = run_until_sent(&mut d, &mut out, 0, 60_000);
+    out.0.clear();
+    // No answer: the transaction layer resends, then reports the timeout (64·T1).
+    let mut now = first;
+    while state(&d) != State::Failed {
+        now = d.next_deadline().expect("a deadline");
+        assert!(now <= first + 40_000, "no timeout by {now}");
+        d.on_timers(now, &mut out);
+    }
+    assert!(out
+        .0
+        .iter()
+        .all(|(dst, _)| *dst == CARRIER.parse().unwrap()));
+    assert!(
+        out.0.len() >= 5,
+        "resent by the transaction layer: {}",
+        out.0.len()
+    );
+    assert_eq!(counter(&d, "tx_timeout_no_response"), 1);
+    assert_eq!(counter(&d, "trunks_retrying"), 1);
+    assert_eq!(counter(&d, "trunk_failures"), 1);
+    assert_eq!(counter(&d, "keepalives_failed"), 0, "not the registrar's");
+    // The retry comes after the retry delay (60 s by default).
+    out.0.clear();
+    let retry = run_until_sent(&mut d, &mut out, now, now + 61_000);
+    assert!(retry >= now + 59_000, "retried at {retry}");
+    assert_eq!(counter(&d, "trunk_registers_sent"), 2);
+    // Shutdown while the retry is in flight: unregister at once, done after its answer.
+    out.0.clear();
+    assert!(!d.on_shutdown(retry + 1, &mut out));
+    let (_, unreg) = out.0.pop().unwrap();
+    d.on_datagram(
+        retry + 9,
+        CARRIER.parse().unwrap(),
+        &answer(&unreg, "200 OK", ""),
+        &mut out,
+    );
+    assert!(d.on_shutdown(retry + 10, &mut out));
+}
+
+#[test]
+fn shutdown_before_the_first_attempt_sends_nothing() {
+    let mut d = dispatcher();
+    let mut out = Out::default();
+    d.on_timers(0, &mut out);
+    assert!(d.on_shutdown(1, &mut out));
+    assert!(out.0.is_empty());
+    assert_eq!(state(&d), State::Stopped);
+}
+
+#[test]
+fn registrar_tokens_never_look_like_trunk_tokens() {
+    for generation in [0, 1, 0x7fff_ffff, 0x8000_0000, u32::MAX] {
+        let id = BindingId {
+            index: u32::MAX,
+            generation,
+        };
+        assert!(!is_trunk_token(id.to_u64()), "generation {generation:#x}");
+    }
+}
