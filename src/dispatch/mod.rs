@@ -40,7 +40,8 @@ pub trait Core: Send + 'static {
     fn on_timers<O: Outbox<Self::Mail>>(&mut self, now: Millis, out: &mut O);
     /// Earliest time `on_timers` has work to do, if any.
     fn next_deadline(&self) -> Option<Millis>;
-    /// The runtime is shutting down: stop taking new work (a later issue sends unregisters here).
+    /// The runtime is shutting down: stop taking new work and send what must go out on the way
+    /// down (outbound registrations send REGISTER with Expires: 0 and wait for the answers).
     /// Returns true once the core has nothing left to flush.
     fn on_shutdown<O: Outbox<Self::Mail>>(&mut self, now: Millis, out: &mut O) -> bool;
     /// Counters for logs and (later) metrics, as (name, value) pairs.

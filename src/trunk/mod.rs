@@ -8,12 +8,12 @@
 //! names. Time comes in as [`Millis`]; Call-ID, tags, cnonces and branches are derived from a
 //! caller-supplied seed; requests and timers go out through a [`TrunkSink`].
 //!
-//! **Not wired yet:** nothing in the dispatcher or the shards drives these machines so far. The
-//! next step (issue 5) gives each registration to a shard (by a hash of its name), runs each
-//! `send_register` as a non-INVITE client transaction (the resend schedule of the `transaction`
-//! layer) towards [`OutboundRegistration::destination`] (resolved on each attempt), feeds its
-//! final responses to `on_response` and its timeout to `on_timeout`, keeps one wheel timer per
-//! registration for `set_timer`, and calls `stop` on shutdown or removal.
+//! **Driven by** `dispatch::trunks`: each registration belongs to shard `shard_by_hash(name)`,
+//! each `send_register` runs as a non-INVITE client transaction (the resend schedule of the
+//! `transaction` layer) towards [`OutboundRegistration::destination`], resolved once at start by
+//! the runtime (`server::resolve_trunks`; SRV not supported); responses go to `on_response`, the
+//! transaction's give-up to `on_timeout`, one wheel timer per registration to `on_timer`, and
+//! shutdown calls `stop`.
 //!
 //! # Driving it
 //! ```

@@ -263,7 +263,7 @@ impl OutboundRegistration {
     }
 
     /// Where requests go: the outbound proxy if configured, else the registrar (host, port).
-    /// Host names are the caller's to resolve (A/AAAA), on each attempt.
+    /// Host names are the caller's to resolve (A/AAAA); the runtime resolves them once at start.
     pub fn destination(&self) -> (&str, u16) {
         match &self.cfg.outbound_proxy {
             Some((h, p)) => (h.as_str(), *p),
