@@ -4,7 +4,6 @@
 mod common;
 
 use std::net::{SocketAddr, UdpSocket};
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -13,44 +12,11 @@ use sipshard::sip::digest::{write_authorization, Credentials};
 use sipshard::sip::{parse_auth, HeaderKind, Parser};
 
 /// A temp directory removed on drop.
-struct TempDir(PathBuf);
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let d = std::env::temp_dir().join(format!("sipshard-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        TempDir(d)
-    }
-    fn write(&self, name: &str, text: &str) -> String {
-        let p = self.0.join(name);
-        std::fs::write(&p, text).unwrap();
-        p.to_string_lossy().into_owned()
-    }
-}
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn header<'a>(msg: &'a str, name: &str) -> Vec<&'a str> {
     msg.lines()
         .filter_map(|l| {
             let (n, v) = l.split_once(':')?;
             n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
-        })
-        .collect()
-}
-
-fn totals(lines: &[String]) -> std::collections::HashMap<String, u64> {
-    let line = lines
-        .iter()
-        .find(|l| l.starts_with("sipshard stopped"))
-        .expect("totals line");
-    line.split_whitespace()
-        .filter_map(|kv| {
-            let (k, v) = kv.split_once('=')?;
-            Some((k.to_string(), v.parse().ok()?))
         })
         .collect()
 }

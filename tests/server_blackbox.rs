@@ -2,7 +2,6 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -16,19 +15,6 @@ fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
 }
 
 /// The `key=value` pairs of the shutdown line.
-fn totals(lines: &[String]) -> HashMap<String, u64> {
-    let line = lines
-        .iter()
-        .find(|l| l.starts_with("sipshard stopped"))
-        .expect("totals line");
-    line.split_whitespace()
-        .filter_map(|kv| {
-            let (k, v) = kv.split_once('=')?;
-            Some((k.to_string(), v.parse().ok()?))
-        })
-        .collect()
-}
-
 fn request(
     method: &str,
     server: SocketAddr,

@@ -62,13 +62,6 @@ fn sipp_options_all_answered() {
     );
     let (code, lines, err, _) = server.terminate(Duration::from_secs(10));
     assert_eq!(code, Some(0), "{err}");
-    let line = lines
-        .iter()
-        .find(|l| l.starts_with("sipshard stopped"))
-        .expect("totals");
-    let answered: u64 = line
-        .split_whitespace()
-        .find_map(|kv| kv.strip_prefix("options_answered=")?.parse().ok())
-        .expect("options_answered");
-    assert!(answered >= calls, "{line}");
+    let t = totals(&lines);
+    assert!(t["options_answered"] >= calls, "{t:?}");
 }

@@ -3,46 +3,11 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use common::*;
 
 /// A temp directory removed on drop.
-struct TempDir(PathBuf);
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let d = std::env::temp_dir().join(format!("sipshard-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        TempDir(d)
-    }
-    fn write(&self, name: &str, text: &str) -> String {
-        let p = self.0.join(name);
-        std::fs::write(&p, text).unwrap();
-        p.to_string_lossy().into_owned()
-    }
-}
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn totals(lines: &[String]) -> HashMap<String, u64> {
-    let line = lines
-        .iter()
-        .find(|l| l.starts_with("sipshard stopped"))
-        .expect("totals line");
-    line.split_whitespace()
-        .filter_map(|kv| {
-            let (k, v) = kv.split_once('=')?;
-            Some((k.to_string(), v.parse().ok()?))
-        })
-        .collect()
-}
-
 /// Trunks in B's config. The first attempts are spread over the retry delay (at least 30 s) by
 /// index, so with 30 trunks the first one starts within its first second.
 const TRUNKS: usize = 30;

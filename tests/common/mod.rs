@@ -283,3 +283,42 @@ pub fn options_request(addr: SocketAddr, from: SocketAddr, call_id: &str, branch
          Content-Length: 0\r\n\r\n"
     )
 }
+
+/// The `key=value` pairs of the server's shutdown line (`sipshard stopped in N ms: ...`).
+pub fn totals(lines: &[String]) -> std::collections::HashMap<String, u64> {
+    let line = lines
+        .iter()
+        .find(|l| l.starts_with("sipshard stopped"))
+        .expect("totals line");
+    line.split_whitespace()
+        .filter_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            Some((k.to_string(), v.parse().ok()?))
+        })
+        .collect()
+}
+
+/// A temp directory for config and data files, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let d = std::env::temp_dir().join(format!("sipshard-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        TempDir(d)
+    }
+
+    /// Writes `text` to `name` inside the directory; returns the file's path.
+    pub fn write(&self, name: &str, text: &str) -> String {
+        let p = self.0.join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
