@@ -2,10 +2,11 @@
 //!
 //! Layers, lowest first (a module imports only modules above it in this list):
 //! - `sip`, `timer`, `config`, `io`: foundations; they import none of the rest.
-//! - `transaction`, `registrar`, `trunk`, `dispatch`: the sans-IO protocol core. No sockets,
+//! - `cdr` (record types only), `transaction`, `registrar`, `trunk`, `dispatch`: the sans-IO protocol core. No sockets,
 //!   threads, clocks or locks; time is passed in as [`timer::Millis`].
 //! - `shard`, `server`, `cli`: the runtime that owns sockets, threads and the clock.
 
+pub mod cdr;
 pub mod config;
 pub mod dispatch;
 pub mod io;

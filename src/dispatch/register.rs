@@ -8,6 +8,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::cdr::CdrSender;
 use crate::config::{AuthMode, Config};
 use crate::registrar::accounts::{Accounts, NO_ACCOUNT};
 use crate::registrar::auth::{AuthDecision, Authenticator};
@@ -33,6 +34,8 @@ pub struct Shared {
     /// resolved by the runtime at start (SRV not supported). `None` or missing: the core uses
     /// the host if it is an IP literal, else skips the trunk.
     pub trunk_destinations: Vec<Option<SocketAddr>>,
+    /// Where finished calls' CDRs go (the runtime's CDR writer); disabled by default.
+    pub cdr: CdrSender,
 }
 
 impl Shared {
@@ -45,6 +48,7 @@ impl Shared {
             nonce_key: NonceKey::new(secret),
             seed,
             trunk_destinations: Vec::new(),
+            cdr: CdrSender::disabled(),
         })
     }
 }

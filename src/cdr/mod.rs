@@ -1,0 +1,143 @@
+//! Call detail records: what one call was, as the proxy core reports it when the call ends.
+//!
+//! Owns: the record types (`CdrRecord`, its attempts, outcomes and end reasons) and `CdrSender`,
+//! the non-blocking hand-off from a shard to the CDR writer.
+//! Must not: block a shard (a full queue drops the record and says so), read a clock (times are
+//! the shard's monotonic `Millis`; the writer turns them into wall-clock times), or touch files
+//! (the writer, in the runtime, does that).
+
+use std::net::SocketAddr;
+
+use crossbeam_channel::{Sender, TrySendError};
+
+use crate::timer::Millis;
+
+/// How one attempt (one gateway, or one registered contact) of a call ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    /// A 2xx came back: this attempt answered the call.
+    Answered,
+    /// A final non-2xx response with this status.
+    Rejected(u16),
+    /// No response at all within `SS_SIP_TIMEOUT_INVITE` (or the resend schedule ran out).
+    NoResponse,
+    /// 100 Trying, then nothing more within `SS_SIP_TIMEOUT_TRYING`: CANCELed.
+    TryingTimeout,
+    /// 180/183, then no answer within `SS_SIP_TIMEOUT_RINGING`: CANCELed.
+    RingingTimeout,
+    /// The caller CANCELed while this attempt was pending.
+    CancelledByCaller,
+    /// Another branch of a parallel fork answered first: CANCELed.
+    CancelledByFork,
+    /// The server was shutting down.
+    Shutdown,
+}
+
+/// Why the call ended (VOS3000 style "end reason").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndReason {
+    /// Answered, then the caller sent BYE.
+    CallerHangup,
+    /// Answered, then the callee sent BYE.
+    CalleeHangup,
+    /// The caller CANCELed before the answer.
+    CallerCancel,
+    /// Ringing timeout: nobody answered.
+    NoAnswer,
+    /// The callee (or the last gateway) refused with a status that is not retried.
+    Rejected,
+    /// No route for the called number, and not a registered user.
+    NoRoute,
+    /// The caller is not allowed (not registered, not a trusted peer, bad credentials).
+    Forbidden,
+    /// Every gateway of the route was tried (or skipped as down or full) and none answered.
+    AllGatewaysFailed,
+    /// The called user is known to the registrar but has no live binding.
+    NotRegistered,
+    /// The dialog was torn down because the server shut down.
+    Shutdown,
+}
+
+/// One attempt of a call: a gateway of the route, or one contact of a registered user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CdrAttempt {
+    /// Gateway name, or `user` (a registered contact).
+    pub target: String,
+    pub destination: SocketAddr,
+    /// The called number as sent to this target (after strip/prepend).
+    pub called: String,
+    pub started: Millis,
+    pub ended: Millis,
+    pub outcome: AttemptOutcome,
+}
+
+/// One call, answered or not.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CdrRecord {
+    pub call_id: String,
+    /// From URI user (or the whole URI when it has no user part).
+    pub caller: String,
+    /// The called number as received (Request-URI user).
+    pub callee: String,
+    /// Where the INVITE came from.
+    pub source: SocketAddr,
+    /// Who the caller was identified as: `account:NAME`, `peer:NAME`.
+    pub caller_identity: String,
+    /// When the INVITE arrived.
+    pub start: Millis,
+    /// When the 2xx was forwarded to the caller.
+    pub answer: Option<Millis>,
+    /// When the call ended (BYE, final failure, or CANCEL).
+    pub end: Millis,
+    pub attempts: Vec<CdrAttempt>,
+    /// The final status the caller got (200 for answered calls).
+    pub final_status: u16,
+    pub end_reason: EndReason,
+}
+
+impl CdrRecord {
+    /// Talk time in milliseconds (0 when never answered).
+    pub fn duration_ms(&self) -> Millis {
+        self.answer.map_or(0, |a| self.end.saturating_sub(a))
+    }
+}
+
+/// A shard's end of the CDR queue. Never blocks: when the writer is behind and the queue is full,
+/// or there is no writer, the record is refused and the caller counts it.
+#[derive(Clone, Debug, Default)]
+pub struct CdrSender {
+    tx: Option<Sender<CdrRecord>>,
+}
+
+/// What happened to a record handed to [`CdrSender::emit`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Emitted {
+    Queued,
+    /// The queue is full: the writer is behind.
+    QueueFull,
+    /// No CDR writer is configured (or it has stopped).
+    NoWriter,
+}
+
+impl CdrSender {
+    /// A sender that feeds `tx`.
+    pub fn new(tx: Sender<CdrRecord>) -> Self {
+        Self { tx: Some(tx) }
+    }
+
+    /// A sender with no writer behind it (tests, or CDRs disabled).
+    pub fn disabled() -> Self {
+        Self { tx: None }
+    }
+
+    pub fn emit(&self, record: CdrRecord) -> Emitted {
+        match &self.tx {
+            None => Emitted::NoWriter,
+            Some(tx) => match tx.try_send(record) {
+                Ok(()) => Emitted::Queued,
+                Err(TrySendError::Full(_)) => Emitted::QueueFull,
+                Err(TrySendError::Disconnected(_)) => Emitted::NoWriter,
+            },
+        }
+    }
+}
