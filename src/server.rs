@@ -10,6 +10,7 @@
 use std::any::Any;
 use std::io::{self, Write};
 use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -199,6 +200,20 @@ pub fn start<C: Core>(
     )?;
     let sockets = group.sockets;
     let local_addr = group.local_addr;
+    let steering = if cfg.reuseport_steering && n > 1 {
+        match bio::steer::attach(sockets[0].as_raw_fd(), n as u32) {
+            Ok(instructions) => {
+                tracing::debug!(instructions, "reuseport steering program attached");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reuseport steering unavailable: shards hand datagrams over instead");
+                false
+            }
+        }
+    } else {
+        false
+    };
     let launched = match cfg.io_backend {
         #[cfg(target_os = "linux")]
         IoBackendKind::Auto | IoBackendKind::Mmsg => {
@@ -262,6 +277,7 @@ pub fn start<C: Core>(
         sndbuf = group.send_buffer_bytes,
         rxq_ovfl = group.rxq_overflow,
         pinned = cfg.pin_shards,
+        steering,
         "ready"
     );
     Ok(handle)

@@ -367,10 +367,9 @@ fn sipp_registers_many_users_with_digest() {
     let t = totals(&lines);
     assert_eq!(t["register_ok"], users, "{t:?}");
     assert_eq!(t["bindings_live"], users, "{t:?}");
-    assert!(
-        t["handed_out"] > 0,
-        "one sipp socket lands on one shard; owners differ: {t:?}"
-    );
+    // One sipp socket is one 4-tuple, but the kernel's steering program (on by default) delivers
+    // each REGISTER to the shard that owns its AOR, so nothing changes shard.
+    assert_eq!(t["handed_out"], 0, "{t:?}");
 }
 
 #[test]

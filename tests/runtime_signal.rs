@@ -39,6 +39,7 @@ fn config() -> Config {
             listen: "127.0.0.1:0".parse().unwrap(),
             shards: 2,
             pin_shards: false,
+            reuseport_steering: true,
             recv_buffer_bytes: 0,
             send_buffer_bytes: 0,
             io_batch: 8,

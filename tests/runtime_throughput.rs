@@ -35,6 +35,7 @@ fn run(backend: IoBackendKind, shards: usize, clients: usize, window: usize, sec
         listen: "127.0.0.1:0".parse().unwrap(),
         shards,
         pin_shards: false,
+        reuseport_steering: false,
         recv_buffer_bytes: 4 << 20,
         send_buffer_bytes: 4 << 20,
         io_batch: 32,

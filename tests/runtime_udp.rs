@@ -21,6 +21,8 @@ fn cfg(shards: usize, backend: IoBackendKind) -> ServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         shards,
         pin_shards: false,
+        // These tests exercise the shard-to-shard hand-over itself.
+        reuseport_steering: false,
         recv_buffer_bytes: 1 << 20,
         send_buffer_bytes: 1 << 20,
         io_batch: 16,

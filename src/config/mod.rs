@@ -76,6 +76,8 @@ pub struct ServerConfig {
     pub shards: usize,
     /// Pin each shard thread to a core.
     pub pin_shards: bool,
+    /// Attach the kernel steering program to the SO_REUSEPORT group (Linux; `io::steer`).
+    pub reuseport_steering: bool,
     /// SO_RCVBUF / SO_SNDBUF per shard socket, bytes.
     pub recv_buffer_bytes: usize,
     pub send_buffer_bytes: usize,
@@ -153,6 +155,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 5060)),
             shards: 0,
             pin_shards: true,
+            reuseport_steering: true,
             recv_buffer_bytes: 8 * 1024 * 1024,
             send_buffer_bytes: 4 * 1024 * 1024,
             io_batch: 64,
@@ -411,6 +414,7 @@ impl Config {
             (Section::Server, "listen") => s.listen.to_string(),
             (Section::Server, "shards") => s.shards.to_string(),
             (Section::Server, "pin_shards") => s.pin_shards.to_string(),
+            (Section::Server, "reuseport_steering") => s.reuseport_steering.to_string(),
             (Section::Server, "recv_buffer_bytes") => s.recv_buffer_bytes.to_string(),
             (Section::Server, "send_buffer_bytes") => s.send_buffer_bytes.to_string(),
             (Section::Server, "io_batch") => s.io_batch.to_string(),
@@ -468,6 +472,7 @@ impl Config {
             (Section::Server, "listen", Val::Addr(a)) => s.listen = a,
             (Section::Server, "shards", Val::Int(n)) => s.shards = n as usize,
             (Section::Server, "pin_shards", Val::Bool(b)) => s.pin_shards = b,
+            (Section::Server, "reuseport_steering", Val::Bool(b)) => s.reuseport_steering = b,
             (Section::Server, "recv_buffer_bytes", Val::Int(n)) => s.recv_buffer_bytes = n as usize,
             (Section::Server, "send_buffer_bytes", Val::Int(n)) => s.send_buffer_bytes = n as usize,
             (Section::Server, "io_batch", Val::Int(n)) => s.io_batch = n as usize,

@@ -200,6 +200,13 @@ pub static PARAMS: &[ParamInfo] = &[
     },
     ParamInfo {
         section: Section::Server,
+        key: "reuseport_steering",
+        vos_name: None,
+        kind: Kind::Bool,
+        meaning: "deliver each datagram to its owner shard in the kernel (Linux, reuseport BPF)",
+    },
+    ParamInfo {
+        section: Section::Server,
         key: "recv_buffer_bytes",
         vos_name: None,
         kind: int(64 * KIB, GIB, "bytes (64 KiB..=1 GiB)"),

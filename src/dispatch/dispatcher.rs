@@ -63,9 +63,9 @@ pub enum Mail {
 }
 
 /// The shard that owns the state of a call or transaction with this Call-ID. Every shard computes
-/// the same answer (fixed hash seeds).
+/// the same answer, and so does the kernel's reuseport program (`io::steer`, `sip::steer`).
 pub fn owner_of_call_id(call_id: &[u8], shards: usize) -> ShardId {
-    crate::transaction::shard_by_hash(call_id, shards)
+    crate::sip::steer::steer_shard(call_id, shards)
 }
 
 fn fixed_hasher() -> ahash::RandomState {

@@ -18,6 +18,7 @@ use std::os::fd::RawFd;
 mod mmsg;
 mod portable;
 mod socket;
+pub mod steer;
 
 #[cfg(target_os = "linux")]
 pub use mmsg::MmsgIo;

@@ -64,10 +64,11 @@ pub fn aor_key_of_uri(uri: &Uri, out: &mut Vec<u8>) -> Result<(), &'static str> 
     Ok(())
 }
 
-/// The shard that owns the bindings of `key` (from [`aor_key`]): a fixed-seed ahash of the key
-/// modulo `shards`, identical on every shard of the process.
+/// The shard that owns the bindings of `key` (from [`aor_key`]): the steering hash of its user
+/// part (`sip::steer`) modulo `shards`, identical on every shard of the process and the same one the
+/// kernel's reuseport program computes from the To URI of a REGISTER (`io::steer`).
 pub fn owner_of_aor(key: &[u8], shards: usize) -> usize {
-    crate::transaction::shard_by_hash(key, shards)
+    crate::sip::steer::steer_shard(key, shards)
 }
 
 /// A socket address in 20 bytes (a `SocketAddr` takes 32).

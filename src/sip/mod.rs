@@ -56,6 +56,7 @@ mod build;
 pub mod digest;
 mod kinds;
 mod parse;
+pub mod steer;
 mod text;
 mod uri;
 
