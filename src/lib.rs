@@ -2,9 +2,9 @@
 //!
 //! Layers, lowest first (a module imports only modules above it in this list):
 //! - `sip`, `timer`, `config`, `io`: foundations; they import none of the rest.
-//! - `cdr` (record types only), `transaction`, `registrar`, `trunk`, `dispatch`: the sans-IO protocol core. No sockets,
+//! - `cdr` (record types and the CSV format; `cdr::writer` is runtime), `transaction`, `registrar`, `trunk`, `dispatch`: the sans-IO protocol core. No sockets,
 //!   threads, clocks or locks; time is passed in as [`timer::Millis`].
-//! - `shard`, `server`, `cli`: the runtime that owns sockets, threads and the clock.
+//! - `shard`, `server`, `cli`, `cdr::writer`: the runtime that owns sockets, threads, files and the clock.
 
 pub mod cdr;
 pub mod config;

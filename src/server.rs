@@ -3,7 +3,8 @@
 //! Owns: turning a [`ServerConfig`] into running shards ([`start`] → [`ServerHandle`]): binding
 //! every socket before any thread starts, choosing the I/O backend, spawning (and pinning) one
 //! thread per shard, the ready line on stdout, and the process-level run loop with SIGTERM/SIGINT
-//! handling ([`run_with`], [`run_main`]).
+//! handling ([`run_with`], [`run_main`]), and the CDR writer's life: started before the shards
+//! (its sender goes into `Shared.cdr`), drained and flushed after they stop, before the totals.
 //! Must not: contain protocol logic (that is the [`Core`]'s), or touch the hot path: after start
 //! it only waits, reads counters and asks shards to stop.
 
@@ -12,12 +13,14 @@ use std::io::{self, Write};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
+use crate::cdr::csv::WallClock;
+use crate::cdr::writer::{self, CdrWriter, WriterReport};
 use crate::config::{Config, IoBackendKind, ServerConfig, TrunkConfig};
 use crate::dispatch::{
     query::add_counters, ContactRow, Core, Dispatcher, Mail, OwnedBindingRow, OwnedListFilter,
@@ -184,6 +187,16 @@ pub fn start<C: Core>(
     cfg: &ServerConfig,
     make_core: impl Fn(ShardId, usize) -> C,
 ) -> io::Result<ServerHandle> {
+    start_with_clock(cfg, Clock::new(), make_core)
+}
+
+/// As [`start`], with the shards' clock given (its `Millis` 0 is the epoch the CDR writer
+/// converts from).
+pub fn start_with_clock<C: Core>(
+    cfg: &ServerConfig,
+    clock: Clock,
+    make_core: impl Fn(ShardId, usize) -> C,
+) -> io::Result<ServerHandle> {
     let n = if cfg.shards == 0 {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     } else {
@@ -221,7 +234,7 @@ pub fn start<C: Core>(
                 .into_iter()
                 .map(|s| bio::MmsgIo::new(s, cfg.io_batch))
                 .collect::<io::Result<Vec<_>>>()?;
-            launch(cfg, local_addr, ios, make_core)?
+            launch(cfg, local_addr, clock, ios, make_core)?
         }
         #[cfg(not(target_os = "linux"))]
         IoBackendKind::Mmsg => {
@@ -231,8 +244,8 @@ pub fn start<C: Core>(
             ))
         }
         #[cfg(not(target_os = "linux"))]
-        IoBackendKind::Auto => launch(cfg, local_addr, portable(sockets)?, make_core)?,
-        IoBackendKind::Portable => launch(cfg, local_addr, portable(sockets)?, make_core)?,
+        IoBackendKind::Auto => launch(cfg, local_addr, clock, portable(sockets)?, make_core)?,
+        IoBackendKind::Portable => launch(cfg, local_addr, clock, portable(sockets)?, make_core)?,
     };
     let (backend, control, threads, exited, mailer) = launched;
     let handle = ServerHandle {
@@ -298,6 +311,7 @@ type Launched = (
 fn launch<C: Core, B: BatchIo>(
     cfg: &ServerConfig,
     local_addr: SocketAddr,
+    clock: Clock,
     ios: Vec<B>,
     make_core: impl Fn(ShardId, usize) -> C,
 ) -> io::Result<Launched> {
@@ -309,7 +323,6 @@ fn launch<C: Core, B: BatchIo>(
     } else {
         Vec::new()
     };
-    let clock = Clock::new();
     let (exit_tx, exited) = crossbeam_channel::unbounded();
     let mut threads = Vec::with_capacity(n);
     for (setup, io) in setups.into_iter().zip(ios) {
@@ -353,6 +366,19 @@ pub fn run_with<C: Core>(
     config: Config,
     make_core: impl Fn(ShardId, usize) -> C,
 ) -> Result<(), String> {
+    run_with_cdr(config, Clock::new(), None, make_core)
+}
+
+/// As [`run_with`], with the shards' `clock` given and an optional CDR writer: after the shards
+/// have stopped, the writer drains its queue and flushes (no record queued is lost), and its
+/// counts join the totals line (`cdr_written`, `cdr_refused`, `cdr_lost`, `cdr_rotations`).
+pub fn run_with_cdr<C: Core>(
+    config: Config,
+    clock: Clock,
+    cdr: Option<CdrWriter>,
+    make_core: impl Fn(ShardId, usize) -> C,
+) -> Result<(), String> {
+    let finish_cdr = |cdr: Option<CdrWriter>| cdr.map(CdrWriter::finish);
     // Handlers go in before the sockets, so an early signal is never fatal.
     let mut signals = Signals::new([SIGTERM, SIGINT])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
@@ -371,10 +397,11 @@ pub fn run_with<C: Core>(
         let _ = sig_thread.join();
     };
 
-    let mut server = match start(&config.server, make_core) {
+    let mut server = match start_with_clock(&config.server, clock, make_core) {
         Ok(s) => s,
         Err(e) => {
             stop_signals();
+            finish_cdr(cdr);
             return Err(e.to_string());
         }
     };
@@ -391,6 +418,8 @@ pub fn run_with<C: Core>(
     server.shutdown();
     let result = server.join();
     stop_signals();
+    // The shards are done (or out of time): nothing more is emitted; write what is queued.
+    let cdr_report = finish_cdr(cdr);
     match result {
         Ok(report) => {
             let unclean = report.shards.iter().filter(|s| !s.clean).count();
@@ -410,6 +439,9 @@ pub fn run_with<C: Core>(
                 line.push_str(&format!(" {k}={v}"));
             }
             for (k, v) in sum_core_counters(&report.shards) {
+                line.push_str(&format!(" {k}={v}"));
+            }
+            for (k, v) in cdr_report.iter().flat_map(WriterReport::pairs) {
                 line.push_str(&format!(" {k}={v}"));
             }
             println!("{line}");
@@ -437,8 +469,19 @@ pub fn run_main(config: Config) -> Result<(), String> {
         took_ms = started.elapsed().as_millis() as u64,
         "accounts loaded"
     );
+    // The shards' Millis 0, and the wall-clock time of it, for the CDR writer.
+    let clock = Clock::new();
+    let wall = WallClock::new(writer::unix_ms(SystemTime::now()));
+    let cdr = if config.cdr.enabled {
+        let w = CdrWriter::start((&config.cdr).into(), wall)
+            .map_err(|e| format!("cannot start the CDR writer: {e}"))?;
+        shared.cdr = w.sender();
+        Some(w)
+    } else {
+        None
+    };
     let core_config = config.clone();
-    run_with(config, move |shard, shards| {
+    run_with_cdr(config, clock, cdr, move |shard, shards| {
         Dispatcher::new(shard, shards, &core_config, &shared, 0)
     })
 }

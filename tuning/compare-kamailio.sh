@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Same REGISTER workload against Kamailio and against sipshard, in one run, on this machine: server
-# CPU per successful registration for each, from /proc (Kamailio: all its processes), and the ratio.
-# Loopback only; every load run bounded (tuning/load.sh); each server is started here, in the
-# foreground under timeout(1), and stopped after its run, also on error or Ctrl-C.
+# Same workload against Kamailio and against sipshard, in one run, on this machine: server CPU per
+# successful registration (REGISTER scenarios) or per call (`calls`: sipp uac -> server -> sipp uas)
+# for each, from /proc (Kamailio: all its processes), and the ratio.
+# Loopback only; every load run bounded (tuning/load.sh, tuning/calls.sh); each server is started
+# here, in the foreground under timeout(1), and stopped after its run, also on error or Ctrl-C.
 #
-#   tuning/compare-kamailio.sh [--scenario register|register_auth|both] [--rate 2000] [--duration 60]
-#                              [--procs 2] [--users 10000 | --users-file FILE] [--servers kamailio,sipshard]
+#   tuning/compare-kamailio.sh [--scenario register|register_auth|both|calls|all] [--rate 2000]
+#                              [--duration 60] [--procs 2] [--users 10000 | --users-file FILE]
+#                              [--servers kamailio,sipshard] [--gw-port 5090]
 #
 # The last lines of output are, per scenario, one `compare ...` line of key=value pairs; before them
 # each server's load.sh summary line, prefixed with `kamailio ` or `sipshard `. See tuning/README.md.
@@ -24,6 +26,9 @@ servers=kamailio,sipshard
 kam_port=5070
 ss_port=5080
 kam_cfg=$here/kamailio/register.cfg
+kam_proxy_cfg=$here/kamailio/proxy.cfg
+gw_port=5090
+call_ms=0
 kam_shm=256
 kam_pkg=64
 ss_bin=$repo/target/release/sipshard
@@ -35,12 +40,13 @@ target_ratio=3
 out=
 
 usage() {
-    sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
     cat <<'EOF'
 
 Options:
-  -s, --scenario S       register, register_auth or both                      [both]
-  -r, --rate N           registrations per second (all sipp processes)       [2000]
+  -s, --scenario S       register, register_auth, both (the two REGISTER ones),
+                         calls, or all                                        [both]
+  -r, --rate N           registrations (or calls) per second                 [2000]
   -d, --duration S       seconds of load per server and scenario             [60]
   -P, --procs N          sipp processes in parallel                          [2]
       --users N          generate N users (tuning/make-users.sh)             [10000]
@@ -48,6 +54,9 @@ Options:
       --servers LIST     kamailio, sipshard or both, comma-separated         [kamailio,sipshard]
       --kam-port P       Kamailio's UDP port on 127.0.0.1                    [5070]
       --kam-cfg F        Kamailio config                  [tuning/kamailio/register.cfg]
+      --kam-proxy-cfg F  Kamailio config for calls           [tuning/kamailio/proxy.cfg]
+      --gw-port P        calls: UDP port of the sipp uas gateway on 127.0.0.1  [5090]
+      --call-ms MS       calls: talk time between ACK and BYE                [0]
       --kam-mem SHM,PKG  Kamailio -m (shared) and -M (per process) MB        [256,64]
       --sipshard-port P  sipshard's UDP port on 127.0.0.1                    [5080]
       --sipshard-bin F   sipshard binary                  [target/release/sipshard]
@@ -75,6 +84,9 @@ while [ $# -gt 0 ]; do
     --servers) servers=$2; shift 2 ;;
     --kam-port) kam_port=$2; shift 2 ;;
     --kam-cfg) kam_cfg=$2; shift 2 ;;
+    --kam-proxy-cfg) kam_proxy_cfg=$2; shift 2 ;;
+    --gw-port) gw_port=$2; shift 2 ;;
+    --call-ms) call_ms=$2; shift 2 ;;
     --kam-mem) kam_shm=${2%,*}; kam_pkg=${2#*,}; shift 2 ;;
     --sipshard-port) ss_port=$2; shift 2 ;;
     --sipshard-bin) ss_bin=$2; shift 2 ;;
@@ -91,18 +103,24 @@ done
 
 case $scenarios in
 both) scenarios="register register_auth" ;;
-register | register_auth) ;;
-*) die "--scenario must be register, register_auth or both" ;;
+all) scenarios="register register_auth calls" ;;
+register | register_auth | calls) ;;
+*) die "--scenario must be register, register_auth, both, calls or all" ;;
 esac
-for n in "$rate" "$duration" "$procs" "$kam_port" "$ss_port" "$recv_timeout" "$kam_shm" "$kam_pkg" "$ss_shards"; do
+has_reg=0
+[[ $scenarios == *register* ]] && has_reg=1
+[[ $call_ms =~ ^[0-9]+$ ]] || die "--call-ms must be a whole number of milliseconds"
+for n in "$rate" "$duration" "$procs" "$kam_port" "$ss_port" "$recv_timeout" "$kam_shm" "$kam_pkg" "$ss_shards" "$gw_port"; do
     [[ $n =~ ^[0-9]+$ && $n -gt 0 ]] || die "expected a positive integer, got '$n'"
 done
 [ "$kam_port" != "$ss_port" ] || die "Kamailio and sipshard need different ports"
+[[ $scenarios != *calls* ]] || { [ "$gw_port" != "$kam_port" ] && [ "$gw_port" != "$ss_port" ]; } ||
+    die "the gateway port must differ from the servers' ports"
 run_kam=0 run_ss=0
 for s in ${servers//,/ }; do
     case $s in kamailio) run_kam=1 ;; sipshard) run_ss=1 ;; *) die "unknown server '$s'" ;; esac
 done
-for p in "$kam_port" "$ss_port"; do
+for p in "$kam_port" "$ss_port" $([[ $scenarios == *calls* ]] && echo "$gw_port"); do
     [ -z "$(ss -Hlnu "sport = :$p" 2>/dev/null)" ] || die "UDP port $p is already in use on this host"
 done
 command -v sipp >/dev/null || die "sipp not found (apt-get install sip-tester)"
@@ -110,6 +128,8 @@ if [ "$run_kam" = 1 ]; then
     command -v kamailio >/dev/null || die "kamailio not found (apt-get install kamailio)"
     [ -r "$kam_cfg" ] || die "no Kamailio config $kam_cfg"
     kam_cfg=$(cd "$(dirname "$kam_cfg")" && pwd)/$(basename "$kam_cfg")
+    [ -r "$kam_proxy_cfg" ] || die "no Kamailio config $kam_proxy_cfg"
+    kam_proxy_cfg=$(cd "$(dirname "$kam_proxy_cfg")" && pwd)/$(basename "$kam_proxy_cfg")
 fi
 
 [ -n "$out" ] || out=$here/out/compare-$(date -u +%Y%m%dT%H%M%SZ)-$$
@@ -118,7 +138,7 @@ out=$(cd "$out" && pwd)
 
 # Every server we start runs under timeout(1) (a guard even if this script is killed hard) and is
 # stopped by stop_server; the trap stops whatever is still running.
-guard_s=$((duration + recv_timeout + 120))
+guard_s=$((duration + recv_timeout + 120 + call_ms / 1000))
 guard_pid=
 server_pid=
 load_pid=
@@ -168,24 +188,33 @@ start_server() {
 }
 
 # --- Users: one injection CSV, and the same users for both servers -------------------------------
-if [ -n "$users_file" ]; then
+if [ "$has_reg" = 0 ]; then
+    nusers=0
+    say "calls only: no users; Kamailio $(kamailio -v 2>/dev/null | awk '/^version:/ { print $3; exit }' || echo '?'); files in $out"
+elif [ -n "$users_file" ]; then
     [ -r "$users_file" ] || die "cannot read $users_file"
     cp "$users_file" "$out/users.csv"
 else
     [[ $nusers =~ ^[0-9]+$ && $nusers -gt 0 ]] || die "--users must be a positive integer"
     "$here/make-users.sh" "$nusers" >"$out/users.csv"
 fi
-"$here/make-users.sh" --from "$out/users.csv" --format accounts >"$out/accounts.csv"
-mkdir -p "$out/kamdb"
-"$here/make-users.sh" --from "$out/users.csv" --format kamailio-htable >"$out/kamdb/htable"
-nusers=$(grep -vc '^#' "$out/accounts.csv")
-say "$nusers users in $out/users.csv; Kamailio $(kamailio -v 2>/dev/null | awk '/^version:/ { print $3; exit }' || echo '?'); files in $out"
+if [ "$has_reg" = 1 ]; then
+    "$here/make-users.sh" --from "$out/users.csv" --format accounts >"$out/accounts.csv"
+    mkdir -p "$out/kamdb"
+    "$here/make-users.sh" --from "$out/users.csv" --format kamailio-htable >"$out/kamdb/htable"
+    nusers=$(grep -vc '^#' "$out/accounts.csv")
+    say "$nusers users in $out/users.csv; Kamailio $(kamailio -v 2>/dev/null | awk '/^version:/ { print $3; exit }' || echo '?'); files in $out"
+fi
 
 kv() { tr ' ' '\n' <<<"$1" | awk -F= -v k="$2" '$1 == k { print substr($0, length(k) + 2); exit }'; }
 
 # Run load.sh in the background and wait for it (a signal to this script is then handled at
 # once, not after the run); print its summary line.
 load() { # server scenario port pid
+    if [ "$2" = calls ]; then
+        load_calls "$@"
+        return
+    fi
     local args=(-t "127.0.0.1:$3" -s "$2" -r "$rate" -d "$duration" -P "$procs" -p "$4"
         -u "$out/users.csv" --recv-timeout "$recv_timeout" -o "$out/$1-$2")
     [ -n "$sipp_cpu" ] && args+=(--sipp-cpu "$sipp_cpu")
@@ -197,11 +226,25 @@ load() { # server scenario port pid
     tail -1 "$out/$1-$2.result"
 }
 
+# Calls: tuning/calls.sh starts the sipp uas gateway on $gw_port and the uac against the server.
+load_calls() { # server scenario port pid
+    local args=(-t "127.0.0.1:$3" -g "$gw_port" -r "$rate" -d "$duration" -p "$4"
+        --call-ms "$call_ms" --recv-timeout "$recv_timeout" -o "$out/$1-calls")
+    [ -n "$sipp_cpu" ] && args+=(--sipp-cpu "$sipp_cpu")
+    echo "tuning/calls.sh ${args[*]}" >"$out/$1-calls.command"
+    "$here/calls.sh" "${args[@]}" >"$out/$1-calls.result" 2>"$out/$1-calls.stderr" &
+    load_pid=$!
+    wait "$load_pid" || true
+    load_pid=
+    tail -1 "$out/$1-calls.result"
+}
+
 # --- sipshard config -----------------------------------------------------------------------------
 # One config per scenario: the accounts, MD5 challenges (sipp answers MD5 only), no per-source
 # rate limit (all the load comes from 127.0.0.1); for the no-auth scenario `require_auth = "Off"`,
 # the same work as Kamailio's `save("location")` without auth.
 ss_note=
+calls_note=
 if [ "$run_ss" = 1 ]; then
     if [ ! -x "$ss_bin" ]; then
         say "no sipshard binary at $ss_bin (cargo build --release): skipping sipshard"
@@ -210,7 +253,19 @@ if [ "$run_ss" = 1 ]; then
     else
         for scen in $scenarios; do
             cfg_file="$out/sipshard-$scen.toml"
-            if [ -n "$ss_config" ]; then
+            if [ "$scen" = calls ] && [ -z "$ss_config" ]; then
+                # Every call from 127.0.0.1 is a trusted peer's, routed to the one gateway; the
+                # CDR writer runs, as it would in production.
+                printf '%s\n' "[log]" "level = \"warn\"" "" "[cdr]" "path = \"$out/sipshard-cdr.csv\"" "" \
+                    "[[gateways]]" "name = \"gw1\"" "address = \"127.0.0.1:$gw_port\"" "" \
+                    "[[routes]]" "prefix = \"\"" "gateways = [\"gw1\"]" "" \
+                    "[[peers]]" "name = \"loadgen\"" "address = \"127.0.0.1\"" >"$cfg_file"
+                if ! "$ss_bin" check-config "$cfg_file" >"$out/sipshard-check-calls.txt" 2>&1; then
+                    say "sipshard rejects $cfg_file ($(head -1 "$out/sipshard-check-calls.txt")): no proxy core in this build? no sipshard call figure"
+                    calls_note=no_proxy_core
+                fi
+                continue
+            elif [ -n "$ss_config" ]; then
                 [ -r "$ss_config" ] || die "cannot read $ss_config"
                 cp "$ss_config" "$cfg_file"
             else
@@ -233,6 +288,8 @@ for scen in $scenarios; do
     if [ "$run_kam" = 1 ]; then
         kargs=(kamailio -f "$kam_cfg" -DD -E -x tlsf -X tlsf -m "$kam_shm" -M "$kam_pkg" -A "KAM_PORT=$kam_port")
         [ "$scen" = register_auth ] && kargs+=(-A WITH_AUTH -A "KAM_USERS_DB=\"text://$out/kamdb\"")
+        [ "$scen" = calls ] && kargs=(kamailio -f "$kam_proxy_cfg" -DD -E -x tlsf -X tlsf -m "$kam_shm"
+            -M "$kam_pkg" -A "KAM_PORT=$kam_port" -A "KAM_GW=\"sip:127.0.0.1:$gw_port\"")
         printf '%q ' "${kargs[@]}" >"$out/kamailio-$scen.command"
         echo >>"$out/kamailio-$scen.command"
         say "$scen: starting Kamailio on 127.0.0.1:$kam_port"
@@ -245,7 +302,7 @@ for scen in $scenarios; do
         echo "kamailio $line"
         res[kamailio-$scen]=$line
     fi
-    if [ "$run_ss" = 1 ]; then
+    if [ "$run_ss" = 1 ] && ! { [ "$scen" = calls ] && [ -n "$calls_note" ]; }; then
         sargs=("$ss_bin" run --config "$out/sipshard-$scen.toml" --listen "127.0.0.1:$ss_port" --shards "$ss_shards")
         printf '%q ' "${sargs[@]}" >"$out/sipshard-$scen.command"
         echo >>"$out/sipshard-$scen.command"
@@ -262,11 +319,37 @@ for scen in $scenarios; do
 done
 
 # --- Comparison ----------------------------------------------------------------------------------
-# A run is clean when every registration succeeded with no retransmission.
-clean() { [ "$(kv "$1" success)" = "$(kv "$1" calls)" ] && [ "$(kv "$1" failed)" = 0 ] && [ "$(kv "$1" retrans)" = 0 ]; }
+# A run is clean when every registration (call) succeeded with no retransmission (and, for calls,
+# no unexpected message).
+clean() {
+    [ "$(kv "$1" success)" = "$(kv "$1" calls)" ] && [ "$(kv "$1" failed)" = 0 ] && [ "$(kv "$1" retrans)" = 0 ] &&
+        { [ "$(kv "$1" unexpected)" = "" ] || [ "$(kv "$1" unexpected)" = 0 ]; }
+}
 for scen in $scenarios; do
     k=${res[kamailio-$scen]:-} s=${res[sipshard-$scen]:-}
     note=${ss_note:-none}
+    if [ "$scen" = calls ]; then
+        [ -n "$calls_note" ] && note=$calls_note
+        ratio=NA verdict=NA
+        kus=$( [ -n "$k" ] && kv "$k" cpu_us_per_call || echo NA)
+        sus=$( [ -n "$s" ] && kv "$s" cpu_us_per_call || echo NA)
+        if [[ $kus =~ ^[0-9.]+$ && $sus =~ ^[0-9.]+$ ]] && awk -v s="$sus" 'BEGIN { exit !(s > 0) }'; then
+            ratio=$(awk -v k="$kus" -v s="$sus" 'BEGIN { printf "%.2f", k / s }')
+            if clean "$k" && clean "$s"; then
+                verdict=$(awk -v r="$ratio" -v t="$target_ratio" 'BEGIN { print (r >= t) ? "pass" : "fail" }')
+            else
+                verdict=unclean_run
+            fi
+        fi
+        g() { [ -n "$1" ] && kv "$1" "$2" || echo NA; }
+        echo "compare scenario=calls rate=$rate duration=$duration call_ms=$call_ms" \
+            "kamailio_success=$(g "$k" success) kamailio_failed=$(g "$k" failed) kamailio_unexpected=$(g "$k" unexpected)" \
+            "kamailio_retrans=$(g "$k" retrans) kamailio_procs=$(g "$k" server_procs) kamailio_cpu_us=$(g "$k" cpu_us)" \
+            "kamailio_us_per_call=$kus sipshard_success=$(g "$s" success) sipshard_failed=$(g "$s" failed)" \
+            "sipshard_unexpected=$(g "$s" unexpected) sipshard_retrans=$(g "$s" retrans) sipshard_cpu_us=$(g "$s" cpu_us)" \
+            "sipshard_us_per_call=$sus ratio=$ratio target_ratio=$target_ratio verdict=$verdict note=$note out=$out"
+        continue
+    fi
     if [ -n "$s" ] && [ "$(kv "$s" success)" = 0 ] &&
         grep -qs 'SIP/2.0 405' "$out/sipshard-$scen"/*errors.log "$out/sipshard-$scen"/p*/*errors.log; then
         note=sipshard_answers_405

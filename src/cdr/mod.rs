@@ -1,12 +1,18 @@
 //! Call detail records: what one call was, as the proxy core reports it when the call ends.
 //!
 //! Owns: the record types (`CdrRecord`, its attempts, outcomes and end reasons) and `CdrSender`,
-//! the non-blocking hand-off from a shard to the CDR writer.
-//! Must not: block a shard (a full queue drops the record and says so), read a clock (times are
+//! the non-blocking hand-off from a shard to the CDR writer, and the CSV format ([`csv`]).
+//! [`writer`] is the exception: it is runtime (a thread that owns the files), used by `server`.
+//! Must not (outside `writer`): block a shard (a full queue drops the record and says so), read a clock (times are
 //! the shard's monotonic `Millis`; the writer turns them into wall-clock times), or touch files
 //! (the writer, in the runtime, does that).
 
+pub mod csv;
+pub mod writer;
+
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use crossbeam_channel::{Sender, TrySendError};
 
@@ -103,10 +109,13 @@ impl CdrRecord {
 }
 
 /// A shard's end of the CDR queue. Never blocks: when the writer is behind and the queue is full,
-/// or there is no writer, the record is refused and the caller counts it.
+/// or there is no writer, the record is refused and the caller counts it. Records refused while a
+/// writer is configured (queue full, writer gone) are also counted in a counter shared by all
+/// clones, which the writer reports at shutdown ([`CdrSender::refused`]); touched only on refusal.
 #[derive(Clone, Debug, Default)]
 pub struct CdrSender {
     tx: Option<Sender<CdrRecord>>,
+    refused: Arc<AtomicU64>,
 }
 
 /// What happened to a record handed to [`CdrSender::emit`].
@@ -122,12 +131,21 @@ pub enum Emitted {
 impl CdrSender {
     /// A sender that feeds `tx`.
     pub fn new(tx: Sender<CdrRecord>) -> Self {
-        Self { tx: Some(tx) }
+        Self {
+            tx: Some(tx),
+            refused: Arc::default(),
+        }
     }
 
     /// A sender with no writer behind it (tests, or CDRs disabled).
     pub fn disabled() -> Self {
-        Self { tx: None }
+        Self::default()
+    }
+
+    /// Records refused so far by this sender and its clones while a writer was configured
+    /// (queue full, or the writer stopped). Not counted when CDRs are disabled.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
     }
 
     pub fn emit(&self, record: CdrRecord) -> Emitted {
@@ -135,8 +153,14 @@ impl CdrSender {
             None => Emitted::NoWriter,
             Some(tx) => match tx.try_send(record) {
                 Ok(()) => Emitted::Queued,
-                Err(TrySendError::Full(_)) => Emitted::QueueFull,
-                Err(TrySendError::Disconnected(_)) => Emitted::NoWriter,
+                Err(TrySendError::Full(_)) => {
+                    self.refused.fetch_add(1, Ordering::Relaxed);
+                    Emitted::QueueFull
+                }
+                Err(TrySendError::Disconnected(_)) => {
+                    self.refused.fetch_add(1, Ordering::Relaxed);
+                    Emitted::NoWriter
+                }
             },
         }
     }

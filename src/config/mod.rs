@@ -1,7 +1,7 @@
 //! Configuration: the TOML file, defaults and ranges, VOS3000 parameter names as aliases.
 //!
 //! Owns: parsing and validating the config file (`[server]`, `[sip]`, `[registrar]` with its
-//! `[[registrar.accounts]]`, `[log]`, `[[trunks]]`), the embedded default file, the parameter table
+//! `[[registrar.accounts]]`, `[log]`, `[[trunks]]`, `[cdr]`), the embedded default file, the parameter table
 //! ([`PARAMS`]), the syntax of allowed sources and the error messages for bad values.
 //! Must not: import any other sipshard module, open sockets, start threads or read the clock.
 //!
@@ -9,12 +9,14 @@
 //! the contract used by the rest of the crate. Build a `Config` with [`Config::from_toml_str`],
 //! [`Config::load`] or [`Config::embedded_default`]; every value in it has been range-checked.
 
+mod cdr;
 mod params;
 mod registrar;
 #[cfg(test)]
 mod tests;
 mod trunks;
 
+pub use cdr::{CdrConfig, CDR_KEYS};
 pub use params::{
     fmt_ms, lookup, lookup_dotted, seconds_to_ms, DecimalError, Kind, ParamInfo, Section,
     INTERVALS_MAX, INTERVAL_MAX_MS, INTERVAL_MIN_MS, PARAMS, UA_EXPIRE_MAX_S, UA_EXPIRE_MIN_S,
@@ -124,6 +126,8 @@ pub struct Config {
     pub registrar: RegistrarConfig,
     /// `[[trunks]]`: outbound registrations to upstream carriers (none by default).
     pub trunks: Vec<TrunkConfig>,
+    /// `[cdr]`: the CDR writer's file, rotation and queue.
+    pub cdr: CdrConfig,
     /// Log filter, e.g. "info" or "sipshard=debug".
     pub log_level: String,
 }
@@ -278,6 +282,7 @@ impl Default for Config {
             sip: SipParams::default(),
             registrar: RegistrarConfig::default(),
             trunks: Vec::new(),
+            cdr: CdrConfig::default(),
             log_level: "info".to_string(),
         }
     }
@@ -694,10 +699,15 @@ fn build(text: &str, overrides: &[Override]) -> Result<Config, ConfigErrors> {
     let mut given: Vec<Option<Given>> = PARAMS.iter().map(|_| None).collect();
     let mut accounts_value: Option<&toml::Value> = None;
     let mut trunks_value: Option<&toml::Value> = None;
+    let mut cdr_value: Option<&toml::Value> = None;
 
     for (sec_name, sec_val) in &table {
         if sec_name == "trunks" {
             trunks_value = Some(sec_val);
+            continue;
+        }
+        if sec_name == "cdr" {
+            cdr_value = Some(sec_val);
             continue;
         }
         let Some(section) = Section::from_name(sec_name) else {
@@ -796,6 +806,9 @@ fn build(text: &str, overrides: &[Override]) -> Result<Config, ConfigErrors> {
     if let Some(v) = trunks_value {
         cfg.trunks = trunks::parse_trunks(text, v, &cfg.sip, &mut errors);
     }
+    if let Some(v) = cdr_value {
+        cfg.cdr = cdr::parse_cdr(text, v, &mut errors);
+    }
     if errors.is_empty() {
         cross_checks(&cfg, text, &given, &mut errors);
     }
@@ -875,7 +888,7 @@ fn unknown_key(section: Section, name: &str, line: Option<usize>) -> ConfigError
 }
 
 fn unknown_outside_sections(text: &str, name: &str, value: &toml::Value) -> ConfigError {
-    let known = "known sections: [server], [sip], [registrar], [log], [[trunks]]";
+    let known = "known sections: [server], [sip], [registrar], [log], [[trunks]], [cdr]";
     if let toml::Value::Table(_) = value {
         let mut message = format!("unknown section [{name}]; {known}");
         if let Some(s) = Section::ALL
