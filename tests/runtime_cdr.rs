@@ -69,6 +69,7 @@ fn records_emitted_during_shutdown_are_all_written_before_run_returns() {
             listen: "127.0.0.1:0".parse().unwrap(),
             shards: 2,
             pin_shards: false,
+            reuseport_steering: true,
             recv_buffer_bytes: 0,
             send_buffer_bytes: 0,
             io_batch: 8,
