@@ -58,6 +58,7 @@ mod registration;
 
 pub use registration::{
     Local, OutboundRegistration, State, Status, TrunkSink, AUTO_REQUEST_S, REFRESH_MARGIN_MS,
+    SPREAD_STEP_MS,
 };
 
 /// Re-exported for callers: milliseconds of the caller's clock.
