@@ -236,15 +236,7 @@ impl Dispatcher {
             counters: DispatchCounters::default(),
             reg: RegisterPath::new(shard, config, shared, now),
             events: Vec::new(),
-            trunks: Trunks::new(
-                shard,
-                shards.max(1),
-                &config.trunks,
-                &shared.trunk_destinations,
-                shared.seed,
-                config.sip.user_agent_send_unregister,
-                now,
-            ),
+            trunks: Trunks::new(shard, shards.max(1), config, shared, now),
         }
     }
 
@@ -924,7 +916,7 @@ impl Core for Dispatcher {
     }
 
     fn set_local_addr(&mut self, local: SocketAddr) {
-        self.reg.registrar.set_local_addr(local);
+        self.reg.set_local_addr(local);
         self.trunks.set_local_addr(local);
     }
 
