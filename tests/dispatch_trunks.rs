@@ -298,3 +298,32 @@ fn the_grant_for_an_advertised_contact_is_recognised() {
         "our contact's expires="
     );
 }
+
+#[test]
+fn every_shard_recognises_an_invite_from_any_trunk() {
+    use sipshard::sip::Parser;
+    use sipshard::trunk::MatchedBy;
+    let config = one_trunk_config();
+    let shared = Shared::new(&config, [7; 32], 99).unwrap();
+    let invite = "INVITE sip:4420@198.51.100.7:5062 SIP/2.0\r\n\
+        Via: SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bKin1\r\nMax-Forwards: 70\r\n\
+        From: <sip:caller@192.0.2.10>;tag=x\r\nTo: <sip:4420@198.51.100.7>\r\n\
+        Call-ID: in1@192.0.2.10\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n";
+    let mut parser = Parser::new();
+    let msg = parser.parse(invite.as_bytes()).unwrap();
+    let uri = msg.request_uri().unwrap();
+    for shard in 0..4 {
+        let d = Dispatcher::new(shard, 4, &config, &shared, 0);
+        let owns = d.trunks().registrations().count();
+        let hit = d
+            .trunks()
+            .match_inbound(&uri, "192.0.2.10:5060".parse().unwrap())
+            .unwrap_or_else(|| panic!("shard {shard} (owns {owns})"));
+        assert_eq!((hit.index, hit.name), (0, "carrier"));
+        assert_eq!(hit.by, MatchedBy::ContactUser);
+        assert!(d
+            .trunks()
+            .match_inbound(&uri, "192.0.2.11:5070".parse().unwrap())
+            .is_none());
+    }
+}

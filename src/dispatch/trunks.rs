@@ -14,10 +14,10 @@
 use std::net::{IpAddr, SocketAddr};
 
 use crate::config::{Config, TrunkConfig};
-use crate::sip::{Message, Parser};
+use crate::sip::{Message, Parser, Uri};
 use crate::timer::{Millis, TimerHandle, TimerWheel};
 use crate::transaction::{ClientRequest, Token, TransactionLayer, TxSink};
-use crate::trunk::{Local, OutboundRegistration, State, TrunkSink};
+use crate::trunk::{InboundMatch, InboundTrunks, Local, OutboundRegistration, State, TrunkSink};
 
 use super::dispatcher::SERVER_NAME;
 use super::{ShardId, Shared};
@@ -70,6 +70,8 @@ pub struct Trunks {
     advertised: Option<(String, Option<u16>)>,
     pending: Vec<PendingTrunk>,
     entries: Vec<Entry>,
+    /// Every trunk of the config (not only this shard's), for [`Trunks::match_inbound`].
+    inbound: InboundTrunks,
     timers: TimerWheel<usize>,
     /// `start` is due on the next `on_timers`.
     start_due: bool,
@@ -186,6 +188,7 @@ impl Trunks {
             seed: shared.seed,
             send_unregister: config.sip.user_agent_send_unregister,
             advertised: config.server.advertised_address.clone(),
+            inbound: InboundTrunks::new(trunks, destinations),
             pending,
             entries: Vec::new(),
             timers: TimerWheel::new(now),
@@ -228,6 +231,14 @@ impl Trunks {
             });
         }
         self.start_due = !self.entries.is_empty() && !self.stopping;
+    }
+
+    /// Which `[[trunks]]` entry (of all, whichever shard owns it) a request from `src` to
+    /// `request_uri` comes from: source IP = the trunk's registrar/proxy address, preferring the
+    /// trunk whose contact user is the Request-URI user (see `trunk::InboundTrunks`). For call
+    /// routing: an INVITE matched here came from that upstream.
+    pub fn match_inbound(&self, request_uri: &Uri, src: SocketAddr) -> Option<InboundMatch<'_>> {
+        self.inbound.match_request(request_uri, src)
     }
 
     pub fn registrations(&self) -> impl Iterator<Item = &OutboundRegistration> {
