@@ -294,6 +294,11 @@ fn launch<C: Core, B: BatchIo>(
         Vec::new()
     };
     let clock = Clock::new();
+    // Wall-clock time at the clock's zero, for Date headers (the cores never read a clock).
+    let unix_ms_at_zero = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+        .saturating_sub(clock.now());
     let (exit_tx, exited) = crossbeam_channel::unbounded();
     let mut threads = Vec::with_capacity(n);
     for (setup, io) in setups.into_iter().zip(ios) {
@@ -307,6 +312,7 @@ fn launch<C: Core, B: BatchIo>(
         };
         let mut core = make_core(id, n);
         core.set_local_addr(local_addr);
+        core.set_wall_clock(unix_ms_at_zero);
         let notice = ExitNotice(id, exit_tx.clone());
         let spawned = std::thread::Builder::new()
             .name(format!("shard-{id}"))

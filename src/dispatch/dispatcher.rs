@@ -920,6 +920,10 @@ impl Core for Dispatcher {
         self.trunks.set_local_addr(local);
     }
 
+    fn set_wall_clock(&mut self, unix_ms_at_zero: u64) {
+        self.reg.registrar.set_wall_clock(unix_ms_at_zero);
+    }
+
     fn on_shutdown<O: Outbox<Mail>>(&mut self, now: Millis, out: &mut O) -> bool {
         // Server transactions only re-send answers we already gave; the trunks unregister
         // (`stop`, once) and are done when every one is stopped.
