@@ -960,6 +960,7 @@ impl Core for Dispatcher {
             ("register_forbidden", r.forbidden),
             ("register_suspended", r.suspended),
             ("register_rate_limited", r.rate_limited),
+            ("register_bad_credentials", r.bad_credentials),
             ("register_refused", r.refused_by_core),
         ]);
         let b = self.reg.core_counters();

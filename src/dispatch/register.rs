@@ -67,6 +67,8 @@ pub struct RegisterCounters {
     pub forbidden: u64,
     pub suspended: u64,
     pub rate_limited: u64,
+    /// 400: credentials malformed for the request (digest `uri` ≠ Request-URI).
+    pub bad_credentials: u64,
     pub refused_by_core: u64,
 }
 
@@ -238,6 +240,12 @@ impl RegisterPath {
                 forbidden(msg, src, to_tag, why, out);
                 403
             }
+            AuthDecision::BadRequest(why) => {
+                self.counters.bad_credentials += 1;
+                self.log_failure(msg, src, now, FailReason::BadRequest);
+                refuse(msg, src, to_tag, 400, "Bad Request", why, out);
+                400
+            }
             AuthDecision::Suspended { .. } => {
                 self.counters.suspended += 1;
                 self.log_failure(msg, src, now, FailReason::Suspended);
@@ -278,6 +286,18 @@ impl RegisterPath {
 }
 
 fn forbidden(msg: &Message, src: SocketAddr, to_tag: &[u8], why: &str, out: &mut Vec<u8>) {
+    refuse(msg, src, to_tag, 403, "Forbidden", why, out)
+}
+
+fn refuse(
+    msg: &Message,
+    src: SocketAddr,
+    to_tag: &[u8],
+    status: u16,
+    reason: &str,
+    why: &str,
+    out: &mut Vec<u8>,
+) {
     let warning = format!("399 sipshard \"{why}\"");
     let headers: [(&str, &[u8]); 2] = [
         ("Server", SERVER_NAME.as_bytes()),
@@ -289,7 +309,7 @@ fn forbidden(msg: &Message, src: SocketAddr, to_tag: &[u8], why: &str, out: &mut
         headers: &headers,
         body: &[],
     };
-    write_response(out, msg, 403, "Forbidden", &opts);
+    write_response(out, msg, status, reason, &opts);
 }
 
 /// Runs the registrar's keepalive OPTIONS as client transactions.

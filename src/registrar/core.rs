@@ -209,7 +209,7 @@ pub struct RegistrarCounters {
     pub keepalives_failed: u64,
     pub keepalives_skipped: u64,
     /// Refusals by [`FailReason`] (index: [`reason_index`]).
-    pub refused: [u64; 10],
+    pub refused: [u64; 11],
 }
 
 impl RegistrarCounters {
@@ -231,6 +231,7 @@ pub fn reason_index(r: FailReason) -> usize {
         FailReason::TooManyBindings => 7,
         FailReason::BindingExists => 8,
         FailReason::StaleCseq => 9,
+        FailReason::NonceReplay => 10,
     }
 }
 
