@@ -7,9 +7,8 @@ use std::time::Duration;
 
 use common::*;
 
-/// A temp directory removed on drop.
-/// Trunks in B's config. The first attempts are spread over the retry delay (at least 30 s) by
-/// index, so with 30 trunks the first one starts within its first second.
+/// Trunks in B's config. The first attempts are spread by index over min(retry delay,
+/// 30 × 100 ms) = 3 s, so the first one starts within 100 ms.
 const TRUNKS: usize = 30;
 
 #[test]
