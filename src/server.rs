@@ -323,6 +323,11 @@ fn launch<C: Core, B: BatchIo>(
     } else {
         Vec::new()
     };
+    // Wall-clock time at the clock's zero, for Date headers (the cores never read a clock).
+    let unix_ms_at_zero = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+        .saturating_sub(clock.now());
     let (exit_tx, exited) = crossbeam_channel::unbounded();
     let mut threads = Vec::with_capacity(n);
     for (setup, io) in setups.into_iter().zip(ios) {
@@ -336,6 +341,7 @@ fn launch<C: Core, B: BatchIo>(
         };
         let mut core = make_core(id, n);
         core.set_local_addr(local_addr);
+        core.set_wall_clock(unix_ms_at_zero);
         let notice = ExitNotice(id, exit_tx.clone());
         let spawned = std::thread::Builder::new()
             .name(format!("shard-{id}"))
@@ -464,6 +470,13 @@ pub fn run_main(config: Config) -> Result<(), String> {
     let started = Instant::now();
     let mut shared = Shared::new(&config, secret, u64::from_le_bytes(seed))?;
     shared.trunk_destinations = resolve_trunks(&config.trunks)?;
+    if config.server.listen.ip().is_unspecified() && config.server.advertised_address.is_none() {
+        shared.trunk_local_ips = shared
+            .trunk_destinations
+            .iter()
+            .map(|d| d.and_then(local_ip_toward))
+            .collect();
+    }
     tracing::info!(
         accounts = shared.accounts.len(),
         took_ms = started.elapsed().as_millis() as u64,
@@ -515,6 +528,21 @@ pub fn resolve_trunks(trunks: &[TrunkConfig]) -> Result<Vec<Option<SocketAddr>>,
                 .ok_or_else(|| format!("[[trunks]] `{}`: `{host}` resolves to no address", t.name))
         })
         .collect()
+}
+
+/// The local IP the kernel would send from toward `dst`: a UDP socket is connected to it (no
+/// packet is sent) and asked for its address. None when there is no route. Used for the
+/// Via/Contact of trunks when the listener is 0.0.0.0 / [::] and no `advertised_address` is set.
+pub fn local_ip_toward(dst: SocketAddr) -> Option<std::net::IpAddr> {
+    let any: SocketAddr = if dst.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let s = UdpSocket::bind(any).ok()?;
+    s.connect(dst).ok()?;
+    let ip = s.local_addr().ok()?.ip();
+    (!ip.is_unspecified()).then_some(ip)
 }
 
 fn read_os_random(buf: &mut [u8]) -> io::Result<()> {

@@ -206,3 +206,124 @@ fn registrar_tokens_never_look_like_trunk_tokens() {
         assert!(!is_trunk_token(id.to_u64()), "generation {generation:#x}");
     }
 }
+
+/// The first REGISTER of a one-trunk dispatcher built with `config`/`shared` after
+/// `set_local_addr(local)`.
+fn first_register(config: &Config, shared: &Shared, local: &str) -> String {
+    let mut d = Dispatcher::new(0, 1, config, shared, 0);
+    d.set_local_addr(local.parse().unwrap());
+    let mut out = Out::default();
+    run_until_sent(&mut d, &mut out, 0, 60_000);
+    String::from_utf8(out.0.pop().unwrap().1).unwrap()
+}
+
+fn one_trunk_config() -> Config {
+    let mut config = Config::default();
+    let mut t = TrunkConfig::new("carrier", "192.0.2.10", "4420", &SipParams::default());
+    t.port = 5070;
+    config.trunks.push(t);
+    config
+}
+
+#[test]
+fn via_and_contact_carry_a_usable_address() {
+    let config = one_trunk_config();
+    let mut shared = Shared::new(&config, [7; 32], 99).unwrap();
+
+    // A specific listener: its address.
+    let req = first_register(&config, &shared, "198.51.100.7:5062");
+    assert!(req.contains("Via: SIP/2.0/UDP 198.51.100.7:5062;"), "{req}");
+    assert!(
+        req.contains("Contact: <sip:4420@198.51.100.7:5062>"),
+        "{req}"
+    );
+
+    // 0.0.0.0: the runtime's local IP toward the destination, with the bound port.
+    shared.trunk_local_ips = vec![Some("203.0.113.5".parse().unwrap())];
+    let req = first_register(&config, &shared, "0.0.0.0:5062");
+    assert!(req.contains("Via: SIP/2.0/UDP 203.0.113.5:5062;"), "{req}");
+    assert!(
+        req.contains("Contact: <sip:4420@203.0.113.5:5062>"),
+        "{req}"
+    );
+    // ... but only for an unspecified listener.
+    let req = first_register(&config, &shared, "198.51.100.7:5062");
+    assert!(req.contains("Via: SIP/2.0/UDP 198.51.100.7:5062;"), "{req}");
+
+    // advertised_address wins over both; without a port it takes the bound one.
+    let mut adv = config.clone();
+    adv.server.advertised_address = Some(("sbc.example.net".into(), None));
+    let req = first_register(&adv, &shared, "0.0.0.0:5062");
+    assert!(
+        req.contains("Via: SIP/2.0/UDP sbc.example.net:5062;"),
+        "{req}"
+    );
+    assert!(
+        req.contains("Contact: <sip:4420@sbc.example.net:5062>"),
+        "{req}"
+    );
+    adv.server.advertised_address = Some(("[2001:db8::1]".into(), Some(5080)));
+    let req = first_register(&adv, &shared, "198.51.100.7:5062");
+    assert!(
+        req.contains("Via: SIP/2.0/UDP [2001:db8::1]:5080;"),
+        "{req}"
+    );
+    assert!(
+        req.contains("Contact: <sip:4420@[2001:db8::1]:5080>"),
+        "{req}"
+    );
+}
+
+#[test]
+fn the_grant_for_an_advertised_contact_is_recognised() {
+    let mut config = one_trunk_config();
+    config.server.advertised_address = Some(("sbc.example.net".into(), Some(5080)));
+    let shared = Shared::new(&config, [7; 32], 99).unwrap();
+    let mut d = Dispatcher::new(0, 1, &config, &shared, 0);
+    d.set_local_addr("127.0.0.1:5062".parse().unwrap());
+    let mut out = Out::default();
+    let now = run_until_sent(&mut d, &mut out, 0, 60_000);
+    let (_, req) = out.0.pop().unwrap();
+    let ok = answer(
+        &req,
+        "200 OK",
+        "Contact: <sip:4420@other.example>;expires=30, <sip:4420@sbc.example.net:5080>;expires=90\r\nExpires: 60\r\n",
+    );
+    d.on_datagram(now + 10, CARRIER.parse().unwrap(), &ok, &mut out);
+    let reg = d.trunks().registrations().next().unwrap();
+    assert_eq!(reg.state(), State::Registered);
+    assert_eq!(
+        reg.status().effective_expiry_s,
+        Some(90),
+        "our contact's expires="
+    );
+}
+
+#[test]
+fn every_shard_recognises_an_invite_from_any_trunk() {
+    use sipshard::sip::Parser;
+    use sipshard::trunk::MatchedBy;
+    let config = one_trunk_config();
+    let shared = Shared::new(&config, [7; 32], 99).unwrap();
+    let invite = "INVITE sip:4420@198.51.100.7:5062 SIP/2.0\r\n\
+        Via: SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bKin1\r\nMax-Forwards: 70\r\n\
+        From: <sip:caller@192.0.2.10>;tag=x\r\nTo: <sip:4420@198.51.100.7>\r\n\
+        Call-ID: in1@192.0.2.10\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n";
+    let mut parser = Parser::new();
+    let msg = parser.parse(invite.as_bytes()).unwrap();
+    let uri = msg.request_uri().unwrap();
+    for shard in 0..4 {
+        let d = Dispatcher::new(shard, 4, &config, &shared, 0);
+        let owns = d.trunks().registrations().count();
+        let hit = d
+            .trunks()
+            .match_inbound(&uri, "192.0.2.10:5060".parse().unwrap())
+            .unwrap_or_else(|| panic!("shard {shard} (owns {owns})"));
+        assert_eq!((hit.index, hit.name), (0, "carrier"));
+        assert_eq!(hit.by, MatchedBy::ContactUser);
+        assert!(d
+            .trunks()
+            .match_inbound(&uri, "192.0.2.11:5070".parse().unwrap())
+            .is_none());
+    }
+}

@@ -50,6 +50,8 @@ struct World {
     key: NonceKey,
     accounts: Accounts,
     auth: Authenticator,
+    /// Salt of the next nonce `login` makes (each login answers its own challenge).
+    logins: u64,
 }
 
 fn world() -> World {
@@ -62,6 +64,7 @@ fn world() -> World {
         key,
         accounts,
         auth,
+        logins: 0,
     }
 }
 
@@ -136,7 +139,8 @@ impl World {
         src: &str,
         now: Millis,
     ) -> AuthDecision {
-        let nonce = self.nonce(now, now);
+        self.logins += 1;
+        let nonce = self.nonce(now, 0x8000_0000 | self.logins);
         let text = register(user, &[credentials(alg, user, pw, &nonce)]);
         self.decide(&text, src, now)
     }
@@ -609,4 +613,217 @@ fn escaped_to_user_matches() {
     .replace("To: <sip:alice@", "To: <sip:%61lice@");
     let alice = w.id("alice");
     assert_eq!(w.decide(&text, PHONE, 0), alice);
+}
+
+// ---- digest uri and replays --------------------------------------------------------------
+
+/// An Authorization value answering `nonce` for `uri`, with `qop=auth` and `nc` when given,
+/// else RFC 2069 style (no qop, nc, cnonce).
+fn credentials_for(user: &str, password: &str, nonce: &str, uri: &str, nc: Option<&str>) -> String {
+    let alg = Algorithm::Md5;
+    let ha1 = digest::ha1(alg, user.as_bytes(), REALM.as_bytes(), password.as_bytes());
+    let qop = nc.map(|nc| (nc.as_bytes(), &b"c0ffee01"[..]));
+    let r = digest::response(
+        alg,
+        &ha1,
+        b"REGISTER",
+        uri.as_bytes(),
+        nonce.as_bytes(),
+        qop,
+    );
+    let mut v = format!(
+        "Digest username=\"{user}\", realm=\"{REALM}\", nonce=\"{nonce}\", uri=\"{uri}\", \
+         response=\"{}\", algorithm=MD5",
+        std::str::from_utf8(r.as_bytes()).unwrap()
+    );
+    if let Some(nc) = nc {
+        v.push_str(&format!(", qop=auth, nc={nc}, cnonce=\"c0ffee01\""));
+    }
+    v
+}
+
+const STALE: AuthDecision = AuthDecision::Challenge { stale: true };
+
+#[test]
+fn digest_uri_must_be_the_request_uri() {
+    let mut w = world();
+    let alice = w.id("alice");
+    let nonce = w.nonce(0, 1);
+    // The Request-URI is sip:sipshard; credentials computed for another URI are a 400, even
+    // with the right password, and not a failure towards the lockout.
+    for _ in 0..RETRY + 1 {
+        let text = register(
+            "alice",
+            &[credentials_for(
+                "alice",
+                "wonderland",
+                &nonce,
+                "sip:elsewhere",
+                Some("00000001"),
+            )],
+        );
+        assert_eq!(
+            w.decide(&text, PHONE, 10),
+            AuthDecision::BadRequest("digest uri does not match the Request-URI")
+        );
+        assert_eq!(w.auth.last_failure(), Some(FailReason::BadRequest));
+    }
+    assert_eq!(w.auth.failure_entries(), 0);
+    assert_eq!(w.auth.nonce_entries(), 0, "nothing accepted");
+    // Same URI in another case (scheme and host are case-insensitive): accepted.
+    let text = register(
+        "alice",
+        &[credentials_for(
+            "alice",
+            "wonderland",
+            &nonce,
+            "SIP:SipShard",
+            Some("00000001"),
+        )],
+    );
+    assert_eq!(w.decide(&text, PHONE, 10), alice);
+}
+
+#[test]
+fn an_accepted_nonce_count_is_never_accepted_again() {
+    let mut w = world();
+    let alice = w.id("alice");
+    let nonce = w.nonce(0, 2);
+    let uri = format!("sip:{REALM}");
+    let with_nc = |nc: &str| {
+        register(
+            "alice",
+            &[credentials_for(
+                "alice",
+                "wonderland",
+                &nonce,
+                &uri,
+                Some(nc),
+            )],
+        )
+    };
+    assert_eq!(w.decide(&with_nc("00000001"), PHONE, 10), alice);
+    // The same Authorization again (a captured request replayed): stale challenge, logged as a
+    // replay, not a lockout failure.
+    assert_eq!(w.decide(&with_nc("00000001"), PHONE, 20), STALE);
+    assert_eq!(w.auth.last_failure(), Some(FailReason::NonceReplay));
+    assert_eq!(w.auth.failure_entries(), 0);
+    // The client counts up: accepted; going back or repeating is not.
+    assert_eq!(w.decide(&with_nc("00000002"), PHONE, 30), alice);
+    assert_eq!(w.decide(&with_nc("00000002"), PHONE, 40), STALE);
+    assert_eq!(w.decide(&with_nc("00000001"), PHONE, 50), STALE);
+    assert_eq!(
+        w.decide(&with_nc("0000000a"), PHONE, 60),
+        alice,
+        "nc is hex"
+    );
+    assert_eq!(w.decide(&with_nc("00000009"), PHONE, 70), STALE);
+    // Not hex, or too long: the form is wrong (fresh challenge), not a replay.
+    assert_eq!(w.decide(&with_nc("0000000g"), PHONE, 80), FRESH);
+    assert_eq!(w.decide(&with_nc("000000001"), PHONE, 80), FRESH);
+    assert_eq!(w.auth.nonce_entries(), 1, "one (user, nonce) entry");
+    // A wrong password never enters the table.
+    let wrong = register(
+        "alice",
+        &[credentials_for(
+            "alice",
+            "x",
+            &w.nonce(0, 3),
+            &uri,
+            Some("00000001"),
+        )],
+    );
+    assert_eq!(w.decide(&wrong, PHONE, 90), FRESH);
+    assert_eq!(w.auth.nonce_entries(), 1);
+}
+
+#[test]
+fn without_qop_a_nonce_is_accepted_once() {
+    let mut w = world();
+    let alice = w.id("alice");
+    let nonce = w.nonce(0, 4);
+    let uri = format!("sip:{REALM}");
+    let text = register(
+        "alice",
+        &[credentials_for("alice", "wonderland", &nonce, &uri, None)],
+    );
+    assert_eq!(w.decide(&text, PHONE, 10), alice);
+    assert_eq!(w.decide(&text, PHONE, 1_000), STALE);
+    assert_eq!(w.auth.last_failure(), Some(FailReason::NonceReplay));
+    // A fresh nonce works again.
+    let text = register(
+        "alice",
+        &[credentials_for(
+            "alice",
+            "wonderland",
+            &w.nonce(1_000, 5),
+            &uri,
+            None,
+        )],
+    );
+    assert_eq!(w.decide(&text, PHONE, 1_010), alice);
+}
+
+#[test]
+fn the_replay_table_forgets_after_the_nonce_lifetime_and_stays_bounded() {
+    let mut w = world();
+    let alice = w.id("alice");
+    let uri = format!("sip:{REALM}");
+    let lifetime = u64::from(LIFETIME_S) * 1000;
+    let n0 = w.nonce(0, 6);
+    let first = register(
+        "alice",
+        &[credentials_for(
+            "alice",
+            "wonderland",
+            &n0,
+            &uri,
+            Some("00000001"),
+        )],
+    );
+    assert_eq!(w.decide(&first, PHONE, 0), alice);
+    w.auth.expire(lifetime - 1);
+    assert_eq!(w.auth.nonce_entries(), 1);
+    w.auth.expire(lifetime);
+    assert_eq!(
+        w.auth.nonce_entries(),
+        0,
+        "forgotten with its nonce's lifetime"
+    );
+    // ... when the nonce itself is no longer fresh: a valid replay only gets stale=true.
+    assert_eq!(w.decide(&first, PHONE, lifetime + 1), STALE);
+    assert_eq!(w.auth.last_failure(), None, "stale, not a replay");
+
+    // A full table forgets its oldest entry first.
+    let mut w = world();
+    w.auth = Authenticator::new(&w.cfg, w.key.clone()).with_nonce_limit(4);
+    let texts: Vec<String> = (0..10u64)
+        .map(|i| {
+            let n = w.nonce(i, 100 + i);
+            register(
+                "alice",
+                &[credentials_for(
+                    "alice",
+                    "wonderland",
+                    &n,
+                    &uri,
+                    Some("00000001"),
+                )],
+            )
+        })
+        .collect();
+    for (i, t) in texts.iter().enumerate() {
+        assert_eq!(w.decide(t, PHONE, 10 + i as u64), alice);
+        assert!(w.auth.nonce_entries() <= 4);
+    }
+    assert_eq!(
+        w.decide(&texts[9], PHONE, 100),
+        STALE,
+        "the newest is remembered"
+    );
+    assert_eq!(
+        w.decide(&texts[0], PHONE, 100),
+        alice,
+        "the oldest was forgotten"
+    );
 }

@@ -410,3 +410,89 @@ fn ip_accounts_and_require_auth_off_register_without_a_challenge() {
     assert_eq!(t["bindings_live"], 3, "{t:?}");
     assert_eq!(t["register_challenged"], 0, "{t:?}");
 }
+
+/// Parses an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`) into Unix seconds.
+fn parse_http_date(s: &str) -> Option<u64> {
+    let p: Vec<&str> = s.split_whitespace().collect();
+    if p.len() != 6 || p[5] != "GMT" {
+        return None;
+    }
+    let day: u64 = p[1].parse().ok()?;
+    let months = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let month = months.iter().position(|m| *m == p[2])? as u64 + 1;
+    let year: u64 = p[3].parse().ok()?;
+    let hms: Vec<u64> = p[4].split(':').filter_map(|x| x.parse().ok()).collect();
+    // Days from civil (proleptic Gregorian).
+    let (y, m) = if month <= 2 {
+        (year - 1, month + 9)
+    } else {
+        (year, month - 3)
+    };
+    let era = y / 400;
+    let yoe = y - era * 400;
+    let doy = (153 * m + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hms.first()? * 3600 + hms.get(1)? * 60 + hms.get(2)?)
+}
+
+#[test]
+fn date_header_digest_uri_check_and_replays_on_the_wire() {
+    let dir = TempDir::new("reg-replay");
+    let cfg = dir.write("sipshard.toml", CONFIG);
+    let server = start_server(2, &["--config", &cfg]);
+    let mut ua = Ua::new(server.addr, "bob");
+    let contact = format!("<sip:bob@{}>", ua.me());
+    let first = ua.send(&contact, 600, None);
+    assert_eq!(status_of(&first), Some(401), "{first}");
+    let challenge = header(&first, "WWW-Authenticate")
+        .into_iter()
+        .find(|c| c.contains("algorithm=MD5"))
+        .unwrap()
+        .to_string();
+    let parsed = parse_auth(challenge.as_bytes()).unwrap();
+    let answer = |uri: &str| {
+        let mut v = Vec::new();
+        let creds = Credentials {
+            username: b"bob",
+            password: b"builder",
+            method: b"REGISTER",
+            digest_uri: uri.as_bytes(),
+            cnonce: b"1f2e3d4c",
+            nc: 1,
+        };
+        write_authorization(&mut v, &parsed, &creds).unwrap();
+        String::from_utf8(v).unwrap()
+    };
+    // Credentials for another Request-URI: 400, whatever the password.
+    let wrong_uri = ua.send(&contact, 600, Some(&answer("sip:elsewhere.example")));
+    assert_eq!(status_of(&wrong_uri), Some(400), "{wrong_uri}");
+    // The right ones: 200 with a Date close to the test's own clock.
+    let good = answer(&format!("sip:{}", server.addr));
+    let ok = ua.send(&contact, 600, Some(&good));
+    assert_eq!(status_of(&ok), Some(200), "{ok}");
+    let date = header(&ok, "Date");
+    assert_eq!(date.len(), 1, "{ok}");
+    let when = parse_http_date(date[0]).unwrap_or_else(|| panic!("bad Date: {}", date[0]));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(when.abs_diff(now) <= 120, "Date {} vs now {now}", date[0]);
+    // The same Authorization again in a new request (a replay): a stale challenge.
+    let replay = ua.send(&contact, 600, Some(&good));
+    assert_eq!(status_of(&replay), Some(401), "{replay}");
+    assert!(
+        header(&replay, "WWW-Authenticate")
+            .iter()
+            .all(|c| c.contains("stale=true")),
+        "{replay}"
+    );
+    let (code, lines, err, _) = server.terminate(Duration::from_secs(10));
+    assert_eq!(code, Some(0), "{err}");
+    let t = totals(&lines);
+    assert_eq!(t["register_bad_credentials"], 1, "{t:?}");
+    assert_eq!(t["register_ok"], 1, "{t:?}");
+}

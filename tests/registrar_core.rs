@@ -1209,3 +1209,35 @@ fn contact_matching_follows_rfc3261_uri_comparison() {
         .contacts(key, T0 + 2)
         .contains(&"sip:%55ri@host.example.com:5060;transport=UDP;foo=bar".to_string()));
 }
+
+#[test]
+fn ok_carries_a_date_from_the_wall_clock_given_at_start() {
+    let mut h = H::new(&cfg());
+    let contacts = ["<sip:alice@192.0.2.10:5060>"];
+    // Without a wall clock: no Date (the core has no clock of its own).
+    let o = h.reg(&Reg::new("alice", &contacts), PHONE, T0);
+    assert_eq!(o.status, 200);
+    assert_eq!(h.header("Date"), None);
+    // Unix time 784 111 777 000 ms (RFC 7231's example date) at Millis 0: the 200 at T0 + 999
+    // ms is 1 000 999 ms later: 08:49:37 + 1 000.999 s, seconds rounded down.
+    h.r.set_wall_clock(784_111_777_000);
+    let mut refresh = Reg::new("alice", &contacts);
+    refresh.cseq = 2;
+    let o = h.reg(&refresh, PHONE, T0 + 999);
+    assert_eq!(o.status, 200);
+    assert_eq!(
+        h.header("Date").as_deref(),
+        Some("Sun, 06 Nov 1994 09:06:17 GMT"),
+        "{}",
+        h.resp()
+    );
+    assert!(h.header("Contact").is_some());
+    // A query (no Contact) and a removal also get a Date; refusals do not need one.
+    refresh.cseq = 3;
+    refresh.contacts = &[];
+    h.reg(&refresh, PHONE, T0 + 60_000);
+    assert_eq!(
+        h.header("Date").as_deref(),
+        Some("Sun, 06 Nov 1994 09:07:17 GMT")
+    );
+}

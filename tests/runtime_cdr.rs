@@ -77,6 +77,7 @@ fn records_emitted_during_shutdown_are_all_written_before_run_returns() {
             mailbox_capacity: 64,
             shutdown_timeout_ms: 2000,
             max_datagram_bytes: 2048,
+            ..Config::default().server
         },
         ..Config::default()
     };

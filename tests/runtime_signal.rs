@@ -47,6 +47,7 @@ fn config() -> Config {
             mailbox_capacity: 64,
             shutdown_timeout_ms: 1000,
             max_datagram_bytes: 2048,
+            advertised_address: None,
         },
         ..Config::default()
     }

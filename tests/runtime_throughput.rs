@@ -43,6 +43,7 @@ fn run(backend: IoBackendKind, shards: usize, clients: usize, window: usize, sec
         mailbox_capacity: 4096,
         shutdown_timeout_ms: 1000,
         max_datagram_bytes: 8192,
+        advertised_address: None,
     };
     let srv = server::start(&cfg, |_, _| Echo).unwrap();
     let addr = srv.local_addr();

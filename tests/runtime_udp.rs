@@ -30,6 +30,7 @@ fn cfg(shards: usize, backend: IoBackendKind) -> ServerConfig {
         mailbox_capacity: 4096,
         shutdown_timeout_ms: 2000,
         max_datagram_bytes: 4096,
+        advertised_address: None,
     }
 }
 

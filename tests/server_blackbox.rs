@@ -107,9 +107,12 @@ fn invite_gets_405_retransmitted_until_ack_and_cancel_without_invite_gets_481() 
 
 #[test]
 fn requests_landing_on_the_wrong_shard_are_handed_to_their_owner() {
-    // One client socket is one 4-tuple, so the kernel steers all of it to one shard; with
-    // 4 shards most Call-IDs belong to another one, which must answer from the same address.
-    let server = start_server(4, &[]);
+    // One client socket is one 4-tuple, so without the steering program the kernel sends all of
+    // it to one shard; with 4 shards most Call-IDs belong to another one, which must answer
+    // from the same address.
+    let dir = TempDir::new("handover");
+    let cfg = dir.write("nosteer.toml", "[server]\nreuseport_steering = \"Off\"\n");
+    let server = start_server(4, &["--config", &cfg]);
     let c = client();
     let me = c.local_addr().unwrap();
     let n = 200;

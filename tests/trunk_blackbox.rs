@@ -7,9 +7,8 @@ use std::time::Duration;
 
 use common::*;
 
-/// A temp directory removed on drop.
-/// Trunks in B's config. The first attempts are spread over the retry delay (at least 30 s) by
-/// index, so with 30 trunks the first one starts within its first second.
+/// Trunks in B's config. The first attempts are spread by index over min(retry delay,
+/// 30 × 100 ms) = 3 s, so the first one starts within 100 ms.
 const TRUNKS: usize = 30;
 
 #[test]
@@ -104,5 +103,49 @@ fn trunk_destinations_are_resolved_at_start() {
             Some("127.0.0.1:5090".parse().unwrap()),
         ],
         "the outbound proxy, when set, is the destination"
+    );
+}
+
+#[test]
+fn the_kernels_local_address_toward_a_destination() {
+    let dst: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    assert_eq!(
+        sipshard::server::local_ip_toward(dst),
+        Some("127.0.0.1".parse().unwrap())
+    );
+    let dst6: std::net::SocketAddr = "[::1]:9".parse().unwrap();
+    // Hosts without IPv6 have no route: None, never a panic or 0.0.0.0.
+    if let Some(ip) = sipshard::server::local_ip_toward(dst6) {
+        assert_eq!(ip, "::1".parse::<std::net::IpAddr>().unwrap());
+    }
+}
+
+#[test]
+fn advertised_address_is_the_via_and_contact_of_outbound_registers() {
+    let registrar = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = registrar.local_addr().unwrap().port();
+    let dir = TempDir::new("trunk-adv");
+    let cfg = dir.write(
+        "b.toml",
+        &format!(
+            "[server]\nadvertised_address = \"sbc.example.net\"\n\
+             [[trunks]]\nname = \"c\"\nregistrar = \"127.0.0.1\"\nport = {port}\n\
+             username = \"4420\"\npassword = \"p\"\n"
+        ),
+    );
+    let server = start_server(1, &["--config", &cfg]);
+    let req = recv_text(&registrar, Duration::from_secs(5)).expect("a REGISTER within 5 s");
+    let listen_port = server.addr.port();
+    let _ = server.terminate(Duration::from_secs(10));
+    assert!(req.starts_with("REGISTER "), "{req}");
+    assert!(
+        req.contains(&format!("Via: SIP/2.0/UDP sbc.example.net:{listen_port};")),
+        "the listen port when none is given: {req}"
+    );
+    assert!(
+        req.contains(&format!(
+            "Contact: <sip:4420@sbc.example.net:{listen_port}>"
+        )),
+        "{req}"
     );
 }

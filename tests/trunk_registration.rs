@@ -5,7 +5,9 @@ use sipshard::config::{Privacy, SipParams, TrunkConfig};
 use sipshard::sip::digest::{ha1, response, Algorithm};
 use sipshard::sip::{parse_auth, HeaderKind, Parser};
 use sipshard::timer::Millis;
-use sipshard::trunk::{Local, OutboundRegistration, State, TrunkSink, AUTO_REQUEST_S};
+use sipshard::trunk::{
+    Local, OutboundRegistration, State, TrunkSink, AUTO_REQUEST_S, SPREAD_STEP_MS,
+};
 
 #[derive(Default)]
 struct Out {
@@ -780,6 +782,26 @@ fn slotted_offsets_spread_evenly() {
     l.spread_slot = Some((5, 5));
     let c = TrunkConfig::new("t", "192.0.2.1", "u", &sip);
     assert!(OutboundRegistration::new(c, l).spread_offset_ms() < 60_000);
+}
+
+#[test]
+fn few_registrations_spread_over_count_times_100ms_not_the_whole_delay() {
+    // 1 trunk: within the first 100 ms; 30 trunks with a 60 s delay: over 3 s, one per slot.
+    let sip = SipParams::default();
+    for seed in 0..50u64 {
+        let mut l = local(seed, true);
+        l.spread_slot = Some((0, 1));
+        let r = OutboundRegistration::new(TrunkConfig::new("solo", "192.0.2.1", "u", &sip), l);
+        assert!(r.spread_offset_ms() < SPREAD_STEP_MS, "seed {seed}");
+        for i in 0..30u32 {
+            let mut l = local(seed, true);
+            l.spread_slot = Some((i, 30));
+            let c = TrunkConfig::new(&format!("t{i}"), "192.0.2.1", "u", &sip);
+            let off = OutboundRegistration::new(c, l).spread_offset_ms();
+            let lo = u64::from(i) * SPREAD_STEP_MS;
+            assert!(off >= lo && off < lo + SPREAD_STEP_MS, "{i}: {off}");
+        }
+    }
 }
 
 #[test]

@@ -92,6 +92,11 @@ pub struct ServerConfig {
     pub shutdown_timeout_ms: u64,
     /// Largest datagram accepted, bytes.
     pub max_datagram_bytes: usize,
+    /// `advertised_address`: (host, port) for the Via sent-by and Contact of the requests we
+    /// send; host is a name, an IPv4 or a bracketed IPv6 literal; port None = the listen port.
+    /// None: the listen address (or, when it is unspecified, the kernel's local address toward
+    /// each trunk's destination, found by the runtime).
+    pub advertised_address: Option<(String, Option<u16>)>,
 }
 
 /// The VOS3000 signaling parameters (spec section 1).
@@ -167,6 +172,7 @@ impl Default for ServerConfig {
             mailbox_capacity: 16_384,
             shutdown_timeout_ms: 5_000,
             max_datagram_bytes: 65_535,
+            advertised_address: None,
         }
     }
 }
@@ -432,6 +438,11 @@ impl Config {
             (Section::Server, "mailbox_capacity") => s.mailbox_capacity.to_string(),
             (Section::Server, "shutdown_timeout_ms") => s.shutdown_timeout_ms.to_string(),
             (Section::Server, "max_datagram_bytes") => s.max_datagram_bytes.to_string(),
+            (Section::Server, "advertised_address") => match &s.advertised_address {
+                None => String::new(),
+                Some((h, None)) => h.clone(),
+                Some((h, Some(p))) => format!("{h}:{p}"),
+            },
             (Section::Sip, "resend_interval") => t
                 .resend_intervals_ms
                 .iter()
@@ -490,6 +501,7 @@ impl Config {
             }
             (Section::Server, "mailbox_capacity", Val::Int(n)) => s.mailbox_capacity = n as usize,
             (Section::Server, "shutdown_timeout_ms", Val::Int(n)) => s.shutdown_timeout_ms = n,
+            (Section::Server, "advertised_address", Val::HostPort(hp)) => s.advertised_address = hp,
             (Section::Server, "max_datagram_bytes", Val::Int(n)) => {
                 s.max_datagram_bytes = n as usize
             }

@@ -81,6 +81,8 @@ pub enum Kind {
     Algorithms,
     /// Source networks: a TOML array (or a comma-separated string) of `IP` or `IP/PREFIX`.
     Networks,
+    /// `host[:port]` (host name, IPv4, or `[IPv6]`), or "" for none.
+    HostPort,
     /// A file path; the empty string means none.
     Path,
 }
@@ -159,6 +161,10 @@ impl ParamInfo {
             }
             Kind::Algorithms => "one or both of SHA-256, MD5 (in order of preference)".to_string(),
             Kind::Networks => "a list of IP or IP/PREFIX (may be empty)".to_string(),
+            Kind::HostPort => {
+                "HOST[:PORT]: a host name, IPv4 or [IPv6] address, optional port; \"\" = none"
+                    .to_string()
+            }
             Kind::Path => {
                 "a file path, relative to the config file's directory; \"\" = none".to_string()
             }
@@ -253,6 +259,16 @@ pub static PARAMS: &[ParamInfo] = &[
         vos_name: None,
         kind: int(1024, 65_535, "bytes"),
         meaning: "largest datagram accepted; larger ones are dropped",
+    },
+    ParamInfo {
+        section: Section::Server,
+        key: "advertised_address",
+        vos_name: None,
+        kind: Kind::HostPort,
+        meaning: "address written in the Via and Contact of requests sipshard sends (outbound \
+                  REGISTERs, NAT keepalives when an IP); port default: the listen port; \
+                  \"\" = the listen address, or when that is 0.0.0.0/[::] the local address \
+                  the kernel routes toward each trunk's destination",
     },
     // [sip]
     ParamInfo {
@@ -504,6 +520,7 @@ pub enum Val {
     Str(String),
     List(Vec<String>),
     Path(Option<String>),
+    HostPort(Option<(String, Option<u16>)>),
 }
 
 /// Parse and range-check `v` for `p`. The error is the tail of the message, to follow
@@ -663,6 +680,13 @@ pub fn parse_value(p: &ParamInfo, v: &toml::Value) -> Result<Val, String> {
                 ))
             }
         }
+        Kind::HostPort => match v {
+            toml::Value::String(s) if s.trim().is_empty() => Ok(Val::HostPort(None)),
+            toml::Value::String(s) => super::trunks::parse_host_opt_port(s)
+                .map(|hp| Val::HostPort(Some(hp)))
+                .map_err(|why| format!("is not valid: {why}; allowed {range}")),
+            _ => Err(not_valid("a string")),
+        },
         Kind::Path => match v {
             toml::Value::String(s) if s.trim().is_empty() => Ok(Val::Path(None)),
             toml::Value::String(s) if !s.chars().any(|c| c.is_control()) => {

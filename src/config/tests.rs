@@ -1224,3 +1224,41 @@ fn default_toml_has_a_commented_trunk_example_and_no_trunks() {
     assert!(DEFAULT_TOML.contains("# [[trunks]]"));
     assert!(Config::embedded_default().trunks.is_empty());
 }
+
+#[test]
+fn advertised_address_takes_host_and_optional_port() {
+    let c = |v: &str| {
+        parse(&format!("[server]\nadvertised_address = {v:?}\n"))
+            .map(|c| c.server.advertised_address)
+    };
+    assert_eq!(c("").unwrap(), None);
+    assert_eq!(
+        c("203.0.113.9").unwrap(),
+        Some(("203.0.113.9".into(), None))
+    );
+    assert_eq!(
+        c("203.0.113.9:5080").unwrap(),
+        Some(("203.0.113.9".into(), Some(5080)))
+    );
+    assert_eq!(
+        c("sbc.example.net").unwrap(),
+        Some(("sbc.example.net".into(), None))
+    );
+    assert_eq!(
+        c("2001:db8::1").unwrap(),
+        Some(("[2001:db8::1]".into(), None))
+    );
+    assert_eq!(
+        c("[2001:db8::1]:5062").unwrap(),
+        Some(("[2001:db8::1]".into(), Some(5062)))
+    );
+    let e = one_err("[server]\nadvertised_address = \"a b:5060\"\n");
+    assert!(
+        e.contains("advertised_address") && e.contains("HOST[:PORT]"),
+        "{e}"
+    );
+    let e = one_err("[server]\nadvertised_address = \"host:0\"\n");
+    assert!(e.contains("port outside 1..=65535"), "{e}");
+    let e = one_err("[server]\nadvertised_address = 5060\n");
+    assert!(e.contains("advertised_address"), "{e}");
+}

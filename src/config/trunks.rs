@@ -109,9 +109,17 @@ pub fn host_problem(host: &str) -> Option<&'static str> {
 
 /// `host[:port]` or `[v6]:port`.
 fn parse_host_port(s: &str) -> Result<(String, u16), &'static str> {
+    parse_host_opt_port(s).map(|(h, p)| (h, p.unwrap_or(5060)))
+}
+
+/// `host`, `host:port`, `v6`, `[v6]` or `[v6]:port`; a bare IPv6 address comes back bracketed
+/// (as it is written in a Via sent-by or a URI host).
+pub(super) fn parse_host_opt_port(s: &str) -> Result<(String, Option<u16>), &'static str> {
     let s = s.trim();
-    if s.parse::<IpAddr>().is_ok() {
-        return Ok((s.to_string(), 5060));
+    match s.parse::<IpAddr>() {
+        Ok(IpAddr::V6(_)) => return Ok((format!("[{s}]"), None)),
+        Ok(IpAddr::V4(_)) => return Ok((s.to_string(), None)),
+        Err(_) => {}
     }
     let (host, port) = if let Some(rest) = s.strip_prefix('[') {
         let (h, tail) = rest.split_once(']').ok_or("unclosed [")?;
@@ -131,9 +139,9 @@ fn parse_host_port(s: &str) -> Result<(String, u16), &'static str> {
         return Err(p);
     }
     let port = match port {
-        None => 5060,
+        None => None,
         Some(p) => match p.parse::<u16>() {
-            Ok(n) if n > 0 => n,
+            Ok(n) if n > 0 => Some(n),
             _ => return Err("has a port outside 1..=65535"),
         },
     };

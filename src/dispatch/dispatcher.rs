@@ -236,15 +236,7 @@ impl Dispatcher {
             counters: DispatchCounters::default(),
             reg: RegisterPath::new(shard, config, shared, now),
             events: Vec::new(),
-            trunks: Trunks::new(
-                shard,
-                shards.max(1),
-                &config.trunks,
-                &shared.trunk_destinations,
-                shared.seed,
-                config.sip.user_agent_send_unregister,
-                now,
-            ),
+            trunks: Trunks::new(shard, shards.max(1), config, shared, now),
         }
     }
 
@@ -924,8 +916,12 @@ impl Core for Dispatcher {
     }
 
     fn set_local_addr(&mut self, local: SocketAddr) {
-        self.reg.registrar.set_local_addr(local);
+        self.reg.set_local_addr(local);
         self.trunks.set_local_addr(local);
+    }
+
+    fn set_wall_clock(&mut self, unix_ms_at_zero: u64) {
+        self.reg.registrar.set_wall_clock(unix_ms_at_zero);
     }
 
     fn on_shutdown<O: Outbox<Mail>>(&mut self, now: Millis, out: &mut O) -> bool {
@@ -964,6 +960,7 @@ impl Core for Dispatcher {
             ("register_forbidden", r.forbidden),
             ("register_suspended", r.suspended),
             ("register_rate_limited", r.rate_limited),
+            ("register_bad_credentials", r.bad_credentials),
             ("register_refused", r.refused_by_core),
         ]);
         let b = self.reg.core_counters();

@@ -49,6 +49,10 @@ pub trait Core: Send + 'static {
     /// The address the shard's socket is bound to (all shards share it), told once before the
     /// shard starts: what the core writes in the Via and Contact of requests it sends.
     fn set_local_addr(&mut self, _local: SocketAddr) {}
+    /// The wall-clock time (Unix ms) at `Millis` 0 of the runtime's clock, told once before the
+    /// shard starts, for headers that carry a date (the 200 OK to REGISTER). The core adds its
+    /// `now` to it and never reads a clock.
+    fn set_wall_clock(&mut self, _unix_ms_at_zero: u64) {}
 }
 
 mod dispatcher;

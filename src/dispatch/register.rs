@@ -34,6 +34,10 @@ pub struct Shared {
     /// resolved by the runtime at start (SRV not supported). `None` or missing: the core uses
     /// the host if it is an IP literal, else skips the trunk.
     pub trunk_destinations: Vec<Option<SocketAddr>>,
+    /// The local IP the kernel would use toward each trunk's destination, by `[[trunks]]`
+    /// index, found by the runtime when the listener is unspecified (0.0.0.0 / [::]) and no
+    /// `advertised_address` is set; the trunk's Via/Contact then carry it with the listen port.
+    pub trunk_local_ips: Vec<Option<std::net::IpAddr>>,
     /// Where finished calls' CDRs go (the runtime's CDR writer); disabled by default.
     pub cdr: CdrSender,
 }
@@ -48,6 +52,7 @@ impl Shared {
             nonce_key: NonceKey::new(secret),
             seed,
             trunk_destinations: Vec::new(),
+            trunk_local_ips: Vec::new(),
             cdr: CdrSender::disabled(),
         })
     }
@@ -62,6 +67,8 @@ pub struct RegisterCounters {
     pub forbidden: u64,
     pub suspended: u64,
     pub rate_limited: u64,
+    /// 400: credentials malformed for the request (digest `uri` ≠ Request-URI).
+    pub bad_credentials: u64,
     pub refused_by_core: u64,
 }
 
@@ -75,6 +82,8 @@ pub struct RegisterPath {
     challenges: Vec<Vec<u8>>,
     /// `[registrar] require_auth`.
     require_auth: bool,
+    /// `[server] advertised_address`, when it is an IP literal: (IP, port or the bound one).
+    advertised_ip: Option<(std::net::IpAddr, Option<u16>)>,
     /// Reused buffer for the canonical AOR.
     pub aor: Vec<u8>,
     pub counters: RegisterCounters,
@@ -96,9 +105,27 @@ impl RegisterPath {
             accounts: shared.accounts.clone(),
             challenges: Vec::with_capacity(2),
             require_auth: config.registrar.require_auth,
+            advertised_ip: config
+                .server
+                .advertised_address
+                .as_ref()
+                .and_then(|(h, p)| {
+                    let bare = h.trim_start_matches('[').trim_end_matches(']');
+                    bare.parse().ok().map(|ip| (ip, *p))
+                }),
             aor: Vec::with_capacity(64),
             counters: RegisterCounters::default(),
         }
+    }
+
+    /// The shard socket's address is known: the registrar's keepalives carry it in their Via,
+    /// or `advertised_address` when that is an IP literal (a host name cannot be written there).
+    pub fn set_local_addr(&mut self, local: SocketAddr) {
+        let addr = match self.advertised_ip {
+            Some((ip, port)) => SocketAddr::new(ip, port.unwrap_or(local.port())),
+            None => local,
+        };
+        self.registrar.set_local_addr(addr);
     }
 
     /// At the receiving shard, before any handover: false when the source is over its rate.
@@ -213,6 +240,12 @@ impl RegisterPath {
                 forbidden(msg, src, to_tag, why, out);
                 403
             }
+            AuthDecision::BadRequest(why) => {
+                self.counters.bad_credentials += 1;
+                self.log_failure(msg, src, now, FailReason::BadRequest);
+                refuse(msg, src, to_tag, 400, "Bad Request", why, out);
+                400
+            }
             AuthDecision::Suspended { .. } => {
                 self.counters.suspended += 1;
                 self.log_failure(msg, src, now, FailReason::Suspended);
@@ -253,6 +286,18 @@ impl RegisterPath {
 }
 
 fn forbidden(msg: &Message, src: SocketAddr, to_tag: &[u8], why: &str, out: &mut Vec<u8>) {
+    refuse(msg, src, to_tag, 403, "Forbidden", why, out)
+}
+
+fn refuse(
+    msg: &Message,
+    src: SocketAddr,
+    to_tag: &[u8],
+    status: u16,
+    reason: &str,
+    why: &str,
+    out: &mut Vec<u8>,
+) {
     let warning = format!("399 sipshard \"{why}\"");
     let headers: [(&str, &[u8]); 2] = [
         ("Server", SERVER_NAME.as_bytes()),
@@ -264,7 +309,7 @@ fn forbidden(msg: &Message, src: SocketAddr, to_tag: &[u8], why: &str, out: &mut
         headers: &headers,
         body: &[],
     };
-    write_response(out, msg, 403, "Forbidden", &opts);
+    write_response(out, msg, status, reason, &opts);
 }
 
 /// Runs the registrar's keepalive OPTIONS as client transactions.

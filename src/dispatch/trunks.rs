@@ -13,14 +13,14 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use crate::config::TrunkConfig;
-use crate::sip::{Message, Parser};
+use crate::config::{Config, TrunkConfig};
+use crate::sip::{Message, Parser, Uri};
 use crate::timer::{Millis, TimerHandle, TimerWheel};
 use crate::transaction::{ClientRequest, Token, TransactionLayer, TxSink};
-use crate::trunk::{Local, OutboundRegistration, State, TrunkSink};
+use crate::trunk::{InboundMatch, InboundTrunks, Local, OutboundRegistration, State, TrunkSink};
 
 use super::dispatcher::SERVER_NAME;
-use super::ShardId;
+use super::{ShardId, Shared};
 
 /// Set in every token of a trunk's client transaction, never in a registrar token.
 pub const TRUNK_TOKEN_BIT: u64 = 1 << 63;
@@ -57,6 +57,8 @@ struct PendingTrunk {
     slot: (u32, u32),
     cfg: TrunkConfig,
     dst: SocketAddr,
+    /// The runtime's local IP toward `dst` (for an unspecified listener).
+    local_ip: Option<IpAddr>,
 }
 
 /// The trunks of one shard.
@@ -64,8 +66,12 @@ pub struct Trunks {
     shard: ShardId,
     seed: u64,
     send_unregister: bool,
+    /// `[server] advertised_address`.
+    advertised: Option<(String, Option<u16>)>,
     pending: Vec<PendingTrunk>,
     entries: Vec<Entry>,
+    /// Every trunk of the config (not only this shard's), for [`Trunks::match_inbound`].
+    inbound: InboundTrunks,
     timers: TimerWheel<usize>,
     /// `start` is due on the next `on_timers`.
     start_due: bool,
@@ -138,18 +144,18 @@ impl<S: TxSink> TrunkSink for Driver<'_, S> {
 }
 
 impl Trunks {
-    /// The trunks of `config.trunks` this shard owns; `destinations` are the runtime's resolved
-    /// addresses by `[[trunks]]` index (an IP literal works without one; a trunk with neither
-    /// is skipped).
+    /// The trunks of `config.trunks` this shard owns; `shared.trunk_destinations` are the
+    /// runtime's resolved addresses by `[[trunks]]` index (an IP literal works without one; a
+    /// trunk with neither is skipped).
     pub fn new(
         shard: ShardId,
         shards: usize,
-        trunks: &[TrunkConfig],
-        destinations: &[Option<SocketAddr>],
-        seed: u64,
-        send_unregister: bool,
+        config: &Config,
+        shared: &Shared,
         now: Millis,
     ) -> Trunks {
+        let trunks = &config.trunks;
+        let destinations = &shared.trunk_destinations;
         let count = trunks.len() as u32;
         let mut pending = Vec::new();
         for (i, cfg) in trunks.iter().enumerate() {
@@ -170,6 +176,7 @@ impl Trunks {
                     slot: (i as u32, count),
                     cfg: cfg.clone(),
                     dst,
+                    local_ip: shared.trunk_local_ips.get(i).copied().flatten(),
                 }),
                 _ => {
                     tracing::warn!(trunk = %cfg.name, host, "trunk destination not resolved; skipped")
@@ -178,8 +185,10 @@ impl Trunks {
         }
         Trunks {
             shard,
-            seed,
-            send_unregister,
+            seed: shared.seed,
+            send_unregister: config.sip.user_agent_send_unregister,
+            advertised: config.server.advertised_address.clone(),
+            inbound: InboundTrunks::new(trunks, destinations),
             pending,
             entries: Vec::new(),
             timers: TimerWheel::new(now),
@@ -194,10 +203,20 @@ impl Trunks {
     }
 
     /// The local address is known: build the registrations; they start on the next `on_timers`.
+    /// Their Via sent-by and Contact host:port: `advertised_address` when set (its port, else
+    /// the bound one); else, when `local` is unspecified (0.0.0.0 / [::]), the runtime's local
+    /// IP toward the trunk's destination with the bound port; else `local`.
     pub fn set_local_addr(&mut self, local: SocketAddr) {
         for p in self.pending.drain(..) {
+            let sent_by = match (&self.advertised, p.local_ip) {
+                (Some((host, port)), _) => format!("{host}:{}", port.unwrap_or(local.port())),
+                (None, Some(ip)) if local.ip().is_unspecified() => {
+                    SocketAddr::new(ip, local.port()).to_string()
+                }
+                _ => local.to_string(),
+            };
             let l = Local {
-                sent_by: local.to_string(),
+                sent_by,
                 shard: self.shard,
                 seed: self.seed,
                 send_unregister: self.send_unregister,
@@ -212,6 +231,14 @@ impl Trunks {
             });
         }
         self.start_due = !self.entries.is_empty() && !self.stopping;
+    }
+
+    /// Which `[[trunks]]` entry (of all, whichever shard owns it) a request from `src` to
+    /// `request_uri` comes from: source IP = the trunk's registrar/proxy address, preferring the
+    /// trunk whose contact user is the Request-URI user (see `trunk::InboundTrunks`). For call
+    /// routing: an INVITE matched here came from that upstream.
+    pub fn match_inbound(&self, request_uri: &Uri, src: SocketAddr) -> Option<InboundMatch<'_>> {
+        self.inbound.match_request(request_uri, src)
     }
 
     pub fn registrations(&self) -> impl Iterator<Item = &OutboundRegistration> {

@@ -24,8 +24,13 @@
 //!    not reveal which users exist.
 //! 4. **Nonce.** Not ours (bad MAC, bad format) → `Challenge { stale: false }`, not a failure.
 //! 5. **Form.** Algorithm not among those we offer, no `uri`/`response`/`username`, `qop`
-//!    other than `auth`, or `qop=auth` without `nc`/`cnonce` → `Challenge { stale: false }`, not
-//!    a failure (the client cannot be guessing a password with a request we cannot check).
+//!    other than `auth`, or `qop=auth` without `nc`/`cnonce` (or an `nc` that is not 1 to 8 hex
+//!    digits) → `Challenge { stale: false }`, not a failure (the client cannot be guessing a
+//!    password with a request we cannot check).
+//!    **Digest `uri` ≠ Request-URI** (compared ASCII case-insensitively, as received) →
+//!    [`AuthDecision::BadRequest`] (400), as RFC 2617 §3.2.2.5 / RFC 7616 §3.4.6 say; not
+//!    counted towards the lockout (it is a malformed request or a credential replayed against
+//!    another URI, not a password guess), logged as `BadRequest`.
 //! 6. **Response** against the account's precomputed HA1 for the algorithm. Unknown usernames
 //!    (and accounts that are not in digest mode) are checked against a dummy HA1 so the work is
 //!    the same, and always fail.
@@ -40,7 +45,14 @@
 //!      `endpoint_register_suspend = 0` disables the lockout.
 //!      Failures are forgotten `SS_ENDPOINT_REGISTER_SUSPEND` seconds after the last one, and a
 //!      success resets them.
-//! 7. **After a valid response**: the username must equal the To URI user (else
+//! 7. **Replay.** A valid, fresh response whose (username, nonce, nc) is not above the
+//!    highest nc already accepted for that username and nonce is a replay →
+//!    `Challenge { stale: true }` (the client, if it is the real one, retries at once with a
+//!    fresh nonce; an attacker learns nothing it did not know), logged as `NonceReplay`, not
+//!    counted towards the lockout. Without `qop` (RFC 2069 style, no nc) a nonce is accepted
+//!    once per username: its use counts as nc = 1, so reusing it gets the same stale challenge.
+//!    See *Replay table* below.
+//! 8. **After a valid response**: the username must equal the To URI user (else
 //!    `Forbidden("To user does not match the credentials")`), and a digest account with a
 //!    non-empty allowed-source list must accept the source (else `Forbidden("source not
 //!    allowed")`). Neither counts as a failure (the password was right).
@@ -57,10 +69,22 @@
 //! source take 55 minutes to cycle). Usernames are stored as a 64-bit hash keyed by a secret
 //! derived from the nonce key, so nothing is allocated per failing endpoint beyond the table slot.
 //!
+//! # Replay table
+//! Nonces are stateless (any shard verifies any nonce), but the (nonce, nc) pairs accepted are
+//! remembered where the credentials are checked: at the owner shard of the AOR, which sees every
+//! credentialed REGISTER for it. Per (keyed 64-bit hash of username and nonce): the highest nc
+//! accepted. An entry is forgotten `nonce_lifetime_s` after it was first accepted, when its
+//! nonce can no longer be fresh (a stale nonce is never accepted). The table holds at most
+//! `DEFAULT_MAX_NONCE_USES` entries per shard (about 40 bytes each); when full, the oldest is
+//! forgotten first, so under a flood of *successful* authentications above
+//! `DEFAULT_MAX_NONCE_USES / nonce_lifetime_s` per second per shard the oldest nonces lose
+//! their protection early (they stay bounded by the nonce lifetime). Failed authentications
+//! never enter it, so wrong guesses cannot flush it.
+//! Limit: the table is per shard, keyed by username; a replay whose To URI names another host
+//! (another AOR, so maybe another owner shard) is caught only if it lands on the same shard.
+//!
 //! # Not checked
-//! The `uri` parameter must be present but is not compared with the Request-URI (UAs differ in
-//! parameters and case there). Nonces are stateless, so a captured Authorization can be replayed
-//! until its nonce is `nonce_lifetime_s` old; `nc` is not tracked. `opaque` is not used.
+//! `opaque` is not used.
 //!
 //! [`Authenticator::last_failure`] tells the registrar why the last decision was a refusal (for
 //! the failed-registration log) without changing what the client sees.
@@ -79,6 +103,59 @@ use super::guard::{canonical_ip, FailReason, TrustedSources};
 /// Default bound on the failure table of one [`Authenticator`].
 pub const DEFAULT_MAX_FAILURES: usize = 65_536;
 
+/// Default bound on the replay table (accepted (username, nonce) → highest nc) of one
+/// [`Authenticator`].
+pub const DEFAULT_MAX_NONCE_USES: usize = 262_144;
+
+/// Replay-table entries reserved at construction (about 100 KiB per shard).
+const NONCE_USES_RESERVED: usize = 4096;
+
+/// Accepted (username, nonce) pairs and the highest nc accepted for each; bounded, forgotten
+/// in insertion order (which is also expiry order: every entry lives the same time).
+struct NonceUses {
+    hasher: ahash::RandomState,
+    highest: HashMap<u64, u32, ahash::RandomState>,
+    /// (key, forget at) in insertion order; exactly one record per key in `highest`.
+    order: VecDeque<(u64, Millis)>,
+    max: usize,
+    lifetime_ms: u64,
+}
+
+impl NonceUses {
+    /// Record an accepted `nc` for (`user`, `nonce`); false when it is not above the highest
+    /// already accepted (a replay), and then nothing changes.
+    fn accept(&mut self, user: &[u8], nonce: &[u8], nc: u32, now: Millis) -> bool {
+        self.expire(now);
+        let key = self.hasher.hash_one((user, nonce));
+        if let Some(h) = self.highest.get_mut(&key) {
+            if nc <= *h {
+                return false;
+            }
+            *h = nc;
+            return true;
+        }
+        if self.highest.len() >= self.max {
+            if let Some((old, _)) = self.order.pop_front() {
+                self.highest.remove(&old);
+            }
+        }
+        self.highest.insert(key, nc);
+        self.order
+            .push_back((key, now.saturating_add(self.lifetime_ms)));
+        true
+    }
+
+    fn expire(&mut self, now: Millis) {
+        while let Some(&(key, at)) = self.order.front() {
+            if at > now {
+                break;
+            }
+            self.order.pop_front();
+            self.highest.remove(&key);
+        }
+    }
+}
+
 /// What to do with a REGISTER after authentication.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AuthDecision {
@@ -90,6 +167,9 @@ pub enum AuthDecision {
     Forbidden(&'static str),
     /// Answer 403 (suspended after too many failures), until `until`.
     Suspended { until: Millis },
+    /// Answer 400 (the credentials are malformed for this request, e.g. their `uri` is not the
+    /// Request-URI).
+    BadRequest(&'static str),
 }
 
 /// An endpoint: (keyed hash of the username, source IP).
@@ -135,6 +215,8 @@ pub struct Authenticator {
     /// Reused buffer for an escaped To user.
     scratch: Vec<u8>,
     last_failure: Option<FailReason>,
+    /// The replay table.
+    nonce_uses: NonceUses,
 }
 
 impl Authenticator {
@@ -163,6 +245,8 @@ impl Authenticator {
         let s = |i: u64| seed.hash_one((i, &derived[..]));
         let user_hasher = ahash::RandomState::with_seeds(s(0), s(1), s(2), s(3));
         let map_hasher = ahash::RandomState::with_seeds(s(4), s(5), s(6), s(7));
+        let nonce_hasher = ahash::RandomState::with_seeds(s(8), s(9), s(10), s(11));
+        let nonce_map_hasher = ahash::RandomState::with_seeds(s(12), s(13), s(14), s(15));
         let dummy_user = b"\x00sipshard-dummy";
         Authenticator {
             realm: r.realm.as_str().into(),
@@ -185,7 +269,30 @@ impl Authenticator {
             max_failures: max_failure_entries.max(1),
             scratch: Vec::new(),
             last_failure: None,
+            nonce_uses: NonceUses {
+                hasher: nonce_hasher,
+                // Room for the first entries, so a shard's first thousands of accepted
+                // REGISTERs do not grow the table (later growth is amortised, up to the bound).
+                highest: HashMap::with_capacity_and_hasher(
+                    DEFAULT_MAX_NONCE_USES.min(NONCE_USES_RESERVED),
+                    nonce_map_hasher,
+                ),
+                order: VecDeque::with_capacity(DEFAULT_MAX_NONCE_USES.min(NONCE_USES_RESERVED)),
+                max: DEFAULT_MAX_NONCE_USES,
+                lifetime_ms: u64::from(r.nonce_lifetime_s) * 1000,
+            },
         }
+    }
+
+    /// With another bound on the replay table (at least 1).
+    pub fn with_nonce_limit(mut self, max_entries: usize) -> Self {
+        self.nonce_uses.max = max_entries.max(1);
+        self
+    }
+
+    /// Entries in the replay table.
+    pub fn nonce_entries(&self) -> usize {
+        self.nonce_uses.highest.len()
     }
 
     /// Start the nonce salt counter at `base` (e.g. `shard << 48`) so shards never make the same
@@ -294,9 +401,24 @@ impl Authenticator {
             },
             Some(_) => return AuthDecision::Challenge { stale: false },
         };
+        // Without qop there is no nc: the nonce's one use counts as nc = 1.
+        let nc = match qop {
+            None => 1,
+            Some((nc, _)) => match parse_nc(nc) {
+                Some(n) => n,
+                None => return AuthDecision::Challenge { stale: false },
+            },
+        };
         let Some(method) = msg.method() else {
             return AuthDecision::Challenge { stale: false };
         };
+        if !msg
+            .request_uri_bytes()
+            .is_some_and(|r| r.eq_ignore_ascii_case(uri))
+        {
+            self.last_failure = Some(FailReason::BadRequest);
+            return AuthDecision::BadRequest("digest uri does not match the Request-URI");
+        }
         // 6. Response, with the same work for unknown users.
         // Only digest accounts with a password (an empty HA1 would make the response guessable).
         let account = accounts.find(username).filter(|&id| {
@@ -327,7 +449,12 @@ impl Authenticator {
         }
         // Right password: forget earlier failures.
         self.failures.remove(&key);
-        // 7. Binding rules.
+        // 7. Replay.
+        if !self.nonce_uses.accept(username, nonce, nc, now) {
+            self.last_failure = Some(FailReason::NonceReplay);
+            return AuthDecision::Challenge { stale: true };
+        }
+        // 8. Binding rules.
         if to_user != Some(username) {
             return AuthDecision::Forbidden("To user does not match the credentials");
         }
@@ -355,6 +482,7 @@ impl Authenticator {
     /// Forget failure state older than its suspension (called from the registrar's timers).
     /// Work is proportional to the entries dropped (plus dead queue records).
     pub fn expire(&mut self, now: Millis) {
+        self.nonce_uses.expire(now);
         while let Some(&(k, seq)) = self.ages.front() {
             match self.failures.get(&k) {
                 Some(e) if e.seq == seq => {
@@ -469,6 +597,14 @@ impl Authenticator {
                 .retain(|(k, seq)| failures.get(k).is_some_and(|e| e.seq == *seq));
         }
     }
+}
+
+/// A digest `nc`: 1 to 8 hex digits (RFC 7616 §3.4 writes exactly 8).
+fn parse_nc(nc: &[u8]) -> Option<u32> {
+    if nc.is_empty() || nc.len() > 8 || !nc.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    u32::from_str_radix(std::str::from_utf8(nc).ok()?, 16).ok()
 }
 
 /// The To URI user, unescaped into `scratch` when it has `%` escapes.

@@ -209,7 +209,7 @@ pub struct RegistrarCounters {
     pub keepalives_failed: u64,
     pub keepalives_skipped: u64,
     /// Refusals by [`FailReason`] (index: [`reason_index`]).
-    pub refused: [u64; 10],
+    pub refused: [u64; 11],
 }
 
 impl RegistrarCounters {
@@ -231,6 +231,7 @@ pub fn reason_index(r: FailReason) -> usize {
         FailReason::TooManyBindings => 7,
         FailReason::BindingExists => 8,
         FailReason::StaleCseq => 9,
+        FailReason::NonceReplay => 10,
     }
 }
 
@@ -281,6 +282,9 @@ pub struct Registrar {
     nat_seq: u64,
     unique: u64,
     local: SocketAddr,
+    /// Unix time in ms at `Millis` 0 of the caller's clock, when known: the 200 OK then
+    /// carries a `Date` header (RFC 3261 §10.3 step 8). The core never reads a clock.
+    wall_at_zero_ms: Option<u64>,
     counters: RegistrarCounters,
     // Scratch buffers, reused.
     key: Vec<u8>,
@@ -395,6 +399,7 @@ impl Registrar {
             nat_seq: seed,
             unique: seed.rotate_left(32),
             local: cfg.server.listen,
+            wall_at_zero_ms: None,
             counters: RegistrarCounters::default(),
             key: Vec::with_capacity(128),
             plan: Vec::with_capacity(8),
@@ -410,6 +415,14 @@ impl Registrar {
     /// 0.0.0.0).
     pub fn set_local_addr(&mut self, addr: SocketAddr) {
         self.local = addr;
+    }
+
+    /// Tell the registrar the wall-clock time (Unix ms) at `Millis` 0 of the clock that drives
+    /// it, so 200 OKs carry `Date: <now as IMF-fixdate>` (the time is `unix_ms_at_zero + now`,
+    /// so it follows the monotonic clock and does not see later steps of the wall clock).
+    /// Without it no Date header is written.
+    pub fn set_wall_clock(&mut self, unix_ms_at_zero: u64) {
+        self.wall_at_zero_ms = Some(unix_ms_at_zero);
     }
 
     /// Make room for `n` more bindings without growing the slab or the AOR table.
@@ -570,15 +583,23 @@ impl Registrar {
                 push_q(&mut self.contact_hdr, b.q);
             }
         }
-        let hdrs: [(&str, &[u8]); 1] = [("Contact", &self.contact_hdr)];
+        let date = self
+            .wall_at_zero_ms
+            .map(|z| crate::sip::http_date(z.saturating_add(now) / 1000));
+        let mut hdrs: [(&str, &[u8]); 2] = [("", b""), ("", b"")];
+        let mut n = 0;
+        if !self.contact_hdr.is_empty() {
+            hdrs[n] = ("Contact", &self.contact_hdr);
+            n += 1;
+        }
+        if let Some(d) = &date {
+            hdrs[n] = ("Date", d);
+            n += 1;
+        }
         let opts = ResponseOptions {
             source: Some(src),
             to_tag: Some(&tag),
-            headers: if self.contact_hdr.is_empty() {
-                &[]
-            } else {
-                &hdrs
-            },
+            headers: &hdrs[..n],
             body: b"",
         };
         write_response(out, msg, 200, "OK", &opts);

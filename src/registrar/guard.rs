@@ -283,11 +283,13 @@ pub enum FailReason {
     TooManyBindings,
     BindingExists,
     StaleCseq,
+    /// A digest (nonce, nc) already accepted for the account (a replayed Authorization).
+    NonceReplay,
 }
 
 impl FailReason {
     /// Every reason, in declaration order.
-    pub const ALL: [FailReason; 10] = [
+    pub const ALL: [FailReason; 11] = [
         FailReason::WrongPassword,
         FailReason::UnknownUser,
         FailReason::SourceNotAllowed,
@@ -298,6 +300,7 @@ impl FailReason {
         FailReason::TooManyBindings,
         FailReason::BindingExists,
         FailReason::StaleCseq,
+        FailReason::NonceReplay,
     ];
 
     /// Short name for logs and exports.
@@ -313,6 +316,7 @@ impl FailReason {
             FailReason::TooManyBindings => "too many bindings",
             FailReason::BindingExists => "binding exists",
             FailReason::StaleCseq => "stale CSeq",
+            FailReason::NonceReplay => "nonce replay",
         }
     }
 

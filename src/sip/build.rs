@@ -320,3 +320,56 @@ pub fn write_cancel(out: &mut Vec<u8>, invite: &Message) -> Result<(), BuildErro
     let to = invite.to().ok_or(BuildError("INVITE without To"))?;
     in_dialog_of_invite(out, b"CANCEL", invite, to.as_bytes())
 }
+
+/// An RFC 1123 / RFC 7231 IMF-fixdate for a `Date` header (RFC 3261 §20.17), e.g.
+/// `Sun, 06 Nov 1994 08:49:37 GMT`, from seconds since the Unix epoch. Always 29 bytes; no
+/// allocation, no clock (the caller gives the time).
+pub fn http_date(unix_secs: u64) -> [u8; 29] {
+    const DAYS: [&[u8; 3]; 7] = [b"Thu", b"Fri", b"Sat", b"Sun", b"Mon", b"Tue", b"Wed"];
+    const MONTHS: [&[u8; 3]; 12] = [
+        b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
+        b"Dec",
+    ];
+    let days = unix_secs / 86_400;
+    let secs = unix_secs % 86_400;
+    // Civil date from days since 1970-01-01 (H. Hinnant's days_from_civil, inverted).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u64;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as usize;
+    let year = (yoe + era * 400 + i64::from(month <= 2)).clamp(0, 9999) as u64;
+    let mut out = *b"Thu, 01 Jan 1970 00:00:00 GMT";
+    out[..3].copy_from_slice(DAYS[(days % 7) as usize]);
+    let two = |v: u64| [b'0' + (v / 10 % 10) as u8, b'0' + (v % 10) as u8];
+    out[5..7].copy_from_slice(&two(day));
+    out[8..11].copy_from_slice(MONTHS[month - 1]);
+    out[12..14].copy_from_slice(&two(year / 100));
+    out[14..16].copy_from_slice(&two(year % 100));
+    out[17..19].copy_from_slice(&two(secs / 3600));
+    out[20..22].copy_from_slice(&two(secs / 60 % 60));
+    out[23..25].copy_from_slice(&two(secs % 60));
+    out
+}
+
+#[cfg(test)]
+mod date_tests {
+    use super::http_date;
+
+    fn d(s: u64) -> String {
+        String::from_utf8(http_date(s).to_vec()).unwrap()
+    }
+
+    #[test]
+    fn imf_fixdate() {
+        assert_eq!(d(0), "Thu, 01 Jan 1970 00:00:00 GMT");
+        assert_eq!(d(784_111_777), "Sun, 06 Nov 1994 08:49:37 GMT"); // RFC 7231's example
+        assert_eq!(d(951_782_400), "Tue, 29 Feb 2000 00:00:00 GMT"); // leap day, 400-year rule
+        assert_eq!(d(4_107_542_399), "Sun, 28 Feb 2100 23:59:59 GMT");
+        assert_eq!(d(4_107_542_400), "Mon, 01 Mar 2100 00:00:00 GMT"); // 2100 is no leap year
+        assert_eq!(d(1_700_000_000), "Tue, 14 Nov 2023 22:13:20 GMT");
+    }
+}

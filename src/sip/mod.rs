@@ -62,8 +62,8 @@ mod uri;
 
 pub use auth::{parse_auth, AuthError, AuthValue, Digest};
 pub use build::{
-    write_ack, write_cancel, write_request, write_response, BuildError, ExtraHeaders, RequestSpec,
-    ResponseOptions,
+    http_date, write_ack, write_cancel, write_request, write_response, BuildError, ExtraHeaders,
+    RequestSpec, ResponseOptions,
 };
 pub use kinds::{HeaderKind, Method};
 pub use parse::{

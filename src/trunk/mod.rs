@@ -15,6 +15,10 @@
 //! transaction's give-up to `on_timeout`, one wheel timer per registration to `on_timer`, and
 //! shutdown calls `stop`.
 //!
+//! [`InboundTrunks`] recognises requests an upstream sends to our registered contacts (by source
+//! IP and Request-URI user), for call routing; `dispatch::Trunks::match_inbound` serves it on
+//! every shard.
+//!
 //! # Driving it
 //! ```
 //! use sipshard::config::{SipParams, TrunkConfig};
@@ -54,10 +58,14 @@
 //! assert_eq!(out.timer, Some(first + 20 + 150_000)); // refresh at 50 %
 //! ```
 
+mod inbound;
 mod registration;
+
+pub use inbound::{InboundMatch, InboundTrunks, MatchedBy};
 
 pub use registration::{
     Local, OutboundRegistration, State, Status, TrunkSink, AUTO_REQUEST_S, REFRESH_MARGIN_MS,
+    SPREAD_STEP_MS,
 };
 
 /// Re-exported for callers: milliseconds of the caller's clock.

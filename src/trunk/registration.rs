@@ -13,6 +13,11 @@ pub const AUTO_REQUEST_S: u32 = 3600;
 /// A refresh is sent at half the effective expiry, and never later than this before it lapses.
 pub const REFRESH_MARGIN_MS: Millis = 5_000;
 
+/// The first attempts of `count` registrations started together are spread evenly over
+/// `min(retry_delay, count × SPREAD_STEP_MS)`: at most one start per 100 ms slot on average,
+/// and never a window longer than the retry delay.
+pub const SPREAD_STEP_MS: Millis = 100;
+
 /// Largest Min-Expires (423) that is followed, seconds; above it the attempt has failed.
 const MAX_MIN_EXPIRES_S: u32 = 86_400;
 
@@ -45,8 +50,8 @@ pub struct Local {
     pub user_agent: String,
     /// `(index, count)`: this registration is number `index` of `count` started together (e.g.
     /// its position in `[[trunks]]`). Its first attempt then falls in slot `index` of `count`
-    /// equal slots of the retry delay (jittered inside the slot by the hash), which spreads
-    /// them evenly. None: a pure hash of seed and name (independent, Poisson-like clumps).
+    /// equal slots of `min(retry delay, count × SPREAD_STEP_MS)` (jittered inside the slot by
+    /// the hash), which spreads them evenly. None: a pure hash of seed and name (independent, Poisson-like clumps).
     pub spread_slot: Option<(u32, u32)>,
 }
 
@@ -280,8 +285,11 @@ impl OutboundRegistration {
         match self.local.spread_slot {
             Some((index, count)) if count > 0 && index < count => {
                 let (i, n) = (Millis::from(index), Millis::from(count));
-                let start = i * delay / n;
-                let width = ((i + 1) * delay / n - start).max(1);
+                // A few registrations need not wait for a whole retry delay: the window is
+                // at most SPREAD_STEP_MS per registration (one alone starts within 100 ms).
+                let window = delay.min(n * SPREAD_STEP_MS);
+                let start = i * window / n;
+                let width = ((i + 1) * window / n - start).max(1);
                 start + h % width
             }
             _ => h % delay,
