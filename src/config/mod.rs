@@ -1,7 +1,8 @@
 //! Configuration: the TOML file, defaults and ranges, VOS3000 parameter names as aliases.
 //!
 //! Owns: parsing and validating the config file (`[server]`, `[sip]`, `[registrar]` with its
-//! `[[registrar.accounts]]`, `[log]`, `[[trunks]]`), the embedded default file, the parameter table
+//! `[[registrar.accounts]]`, `[log]`, `[[trunks]]`, `[routing]`, `[[gateways]]`, `[[routes]]`,
+//! `[[peers]]`), the embedded default file, the parameter table
 //! ([`PARAMS`]), the syntax of allowed sources and the error messages for bad values.
 //! Must not: import any other sipshard module, open sockets, start threads or read the clock.
 //!
@@ -11,6 +12,7 @@
 
 mod params;
 mod registrar;
+mod routing;
 #[cfg(test)]
 mod tests;
 mod trunks;
@@ -22,6 +24,10 @@ pub use params::{
 pub use registrar::{
     account_problem, auth_mode_name, mask_ip, mode_problem, parse_allowed, parse_auth_mode,
     password_problem, user_problem, AllowedSource,
+};
+pub use routing::{
+    parse_peer_address, GatewayConfig, PeerAddress, PeerConfig, RouteConfig, RoutingConfig,
+    GATEWAY_KEYS, PEER_KEYS, ROUTE_KEYS, ROUTING_KEYS,
 };
 pub use trunks::{host_problem, TrunkConfig, TRUNK_KEYS};
 
@@ -122,6 +128,14 @@ pub struct Config {
     pub registrar: RegistrarConfig,
     /// `[[trunks]]`: outbound registrations to upstream carriers (none by default).
     pub trunks: Vec<TrunkConfig>,
+    /// `[routing]`: how calls are routed and failed over.
+    pub routing: RoutingConfig,
+    /// `[[gateways]]`: where calls go (VOS3000 routing gateways), none by default.
+    pub gateways: Vec<GatewayConfig>,
+    /// `[[routes]]`: called-number prefix to an ordered list of gateways, none by default.
+    pub routes: Vec<RouteConfig>,
+    /// `[[peers]]`: trusted callers (VOS3000 mapping gateways), none by default.
+    pub peers: Vec<PeerConfig>,
     /// Log filter, e.g. "info" or "sipshard=debug".
     pub log_level: String,
 }
@@ -275,6 +289,10 @@ impl Default for Config {
             sip: SipParams::default(),
             registrar: RegistrarConfig::default(),
             trunks: Vec::new(),
+            routing: RoutingConfig::default(),
+            gateways: Vec::new(),
+            routes: Vec::new(),
+            peers: Vec::new(),
             log_level: "info".to_string(),
         }
     }
@@ -689,10 +707,18 @@ fn build(text: &str, overrides: &[Override]) -> Result<Config, ConfigErrors> {
     let mut given: Vec<Option<Given>> = PARAMS.iter().map(|_| None).collect();
     let mut accounts_value: Option<&toml::Value> = None;
     let mut trunks_value: Option<&toml::Value> = None;
+    let mut routing_values: [Option<&toml::Value>; 4] = [None; 4];
 
     for (sec_name, sec_val) in &table {
         if sec_name == "trunks" {
             trunks_value = Some(sec_val);
+            continue;
+        }
+        if let Some(i) = ["routing", "gateways", "routes", "peers"]
+            .iter()
+            .position(|n| n == sec_name)
+        {
+            routing_values[i] = Some(sec_val);
             continue;
         }
         let Some(section) = Section::from_name(sec_name) else {
@@ -791,6 +817,18 @@ fn build(text: &str, overrides: &[Override]) -> Result<Config, ConfigErrors> {
     if let Some(v) = trunks_value {
         cfg.trunks = trunks::parse_trunks(text, v, &cfg.sip, &mut errors);
     }
+    if let Some(v) = routing_values[0] {
+        cfg.routing = routing::parse_routing(text, v, &mut errors);
+    }
+    if let Some(v) = routing_values[1] {
+        cfg.gateways = routing::parse_gateways(text, v, &mut errors);
+    }
+    if let Some(v) = routing_values[2] {
+        cfg.routes = routing::parse_routes(text, v, &cfg.gateways, &mut errors);
+    }
+    if let Some(v) = routing_values[3] {
+        cfg.peers = routing::parse_peers(text, v, &mut errors);
+    }
     if errors.is_empty() {
         cross_checks(&cfg, text, &given, &mut errors);
     }
@@ -870,7 +908,8 @@ fn unknown_key(section: Section, name: &str, line: Option<usize>) -> ConfigError
 }
 
 fn unknown_outside_sections(text: &str, name: &str, value: &toml::Value) -> ConfigError {
-    let known = "known sections: [server], [sip], [registrar], [log], [[trunks]]";
+    let known = "known sections: [server], [sip], [registrar], [routing], [log], [[trunks]], \
+                 [[gateways]], [[routes]], [[peers]]";
     if let toml::Value::Table(_) = value {
         let mut message = format!("unknown section [{name}]; {known}");
         if let Some(s) = Section::ALL
