@@ -146,7 +146,9 @@ pub(super) fn parse_routing(
                         .collect::<Option<Vec<_>>>()
                 });
                 match list {
-                    Some(Some(l)) => r.failover_statuses = l.into_iter().map(|s| s as u16).collect(),
+                    Some(Some(l)) => {
+                        r.failover_statuses = l.into_iter().map(|s| s as u16).collect()
+                    }
                     _ => errors.push(err(
                         &key,
                         line,
@@ -286,11 +288,9 @@ pub(super) fn parse_gateways(
                 },
                 "address" => match v.as_str().map(str::parse::<SocketAddr>) {
                     Some(Ok(a)) if a.port() != 0 => g.address = a,
-                    _ => bad(
-                        "is not valid: expected IP:port (e.g. \"192.0.2.1:5060\", \
+                    _ => bad("is not valid: expected IP:port (e.g. \"192.0.2.1:5060\", \
                          \"[2001:db8::1]:5060\"); host names are not supported yet"
-                            .into(),
-                    ),
+                        .into()),
                 },
                 "strip_digits" => match v.as_integer() {
                     Some(d) if (0..=i64::from(MAX_STRIP)).contains(&d) => g.strip_digits = d as u32,
@@ -489,7 +489,10 @@ pub(super) fn parse_peers(
             problems.push((None, "`name` is missing".into()));
         }
         if t.contains_key("username") != t.contains_key("password") {
-            problems.push((None, "give both `username` and `password`, or neither".into()));
+            problems.push((
+                None,
+                "give both `username` and `password`, or neither".into(),
+            ));
         }
         if !t.contains_key("address") && !t.contains_key("username") {
             problems.push((
