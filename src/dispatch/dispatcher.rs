@@ -37,6 +37,8 @@ use crate::transaction::{
     ResponseOutcome, ServerKey, TransactionLayer, TxEvent, TxSink,
 };
 
+use crate::routing::{is_proxy_token, GatewayStat, Proxy, ProxyMail, ProxyOut};
+
 use super::query::{RegistrarQuery, RegistrarReply};
 use super::register::{KeepaliveStarter, RegisterPath, Shared};
 use super::trunks::{is_trunk_token, Trunks};
@@ -45,7 +47,7 @@ use super::{Core, Outbox, ShardId};
 /// `Server:` header value.
 pub const SERVER_NAME: &str = concat!("sipshard/", env!("CARGO_PKG_VERSION"));
 /// Methods served at this stage (`Allow:` in 405 and OPTIONS responses).
-pub const ALLOW: &str = "OPTIONS, REGISTER, ACK, CANCEL";
+pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, UPDATE, INFO, PRACK";
 
 /// What shards send each other.
 #[derive(Debug)]
@@ -59,6 +61,14 @@ pub enum Mail {
     Registrar {
         query: Box<RegistrarQuery>,
         reply: crossbeam_channel::Sender<RegistrarReply>,
+    },
+    /// Between the proxy cores of two shards: gateway health, registered-user lookups.
+    Proxy(ProxyMail),
+    /// This shard's view of every gateway (health, counters), for the management side; the
+    /// answer goes to `reply` with `try_send`. Sum the counters over every shard; the `up` of
+    /// the row with `health_owner` is authoritative.
+    GatewayStats {
+        reply: crossbeam_channel::Sender<Vec<GatewayStat>>,
     },
 }
 
@@ -184,6 +194,9 @@ pub struct Dispatcher {
     events: Vec<TxEvent>,
     /// The outbound registrations (`[[trunks]]`) this shard owns.
     trunks: Trunks,
+    /// The proxy core: the calls this shard owns.
+    proxy: Proxy,
+    proxy_stopped: bool,
 }
 
 /// Adapts the runtime's `Outbox` to the transaction layer's sink.
@@ -191,6 +204,12 @@ struct Sink<'o, O> {
     out: &'o mut O,
     sent: &'o mut u64,
     events: &'o mut Vec<TxEvent>,
+}
+
+impl<O: Outbox<Mail>> ProxyOut for Sink<'_, O> {
+    fn mail(&mut self, shard: usize, mail: ProxyMail) {
+        self.out.mail(shard, Mail::Proxy(mail));
+    }
 }
 
 impl<O: Outbox<Mail>> TxSink for Sink<'_, O> {
@@ -245,7 +264,28 @@ impl Dispatcher {
                 config.sip.user_agent_send_unregister,
                 now,
             ),
+            proxy: Proxy::new(
+                shard,
+                shards.max(1),
+                config,
+                shared.routing.clone(),
+                shared.accounts.clone(),
+                shared.nonce_key.clone(),
+                shared.cdr.clone(),
+                shared.seed,
+            ),
+            proxy_stopped: false,
         }
+    }
+
+    /// The proxy core of this shard (calls, gateway health and counters).
+    pub fn proxy(&self) -> &Proxy {
+        &self.proxy
+    }
+
+    /// Every gateway as this shard sees it, with this shard's counters (sum over shards).
+    pub fn gateway_stats(&self) -> Vec<GatewayStat> {
+        self.proxy.gateway_stats()
     }
 
     pub fn dispatch_counters(&self) -> DispatchCounters {
@@ -297,6 +337,7 @@ impl Dispatcher {
             reg,
             events,
             trunks,
+            proxy,
             ..
         } = self;
         let Ok(msg) = parser.parse(data) else {
@@ -307,9 +348,10 @@ impl Dispatcher {
             counters.responses += 1;
             handle_response(
                 *shard, &msg, data, src, handed_in, now, tx, counters, out, events, reg, trunks,
+                proxy,
             );
-            deliver_events(events, reg, trunks, now);
-            flush_trunk_timeouts(trunks, reg, tx, out, events, now);
+            deliver_events(events, reg, trunks, proxy, now);
+            flush_trunk_timeouts(trunks, reg, proxy, tx, out, events, now);
             return;
         }
         counters.requests += 1;
@@ -401,8 +443,10 @@ impl Dispatcher {
         }
         stateful(
             *shard, &msg, &via, src, reply_to, now, tx, out_buf, sent_by, counters, out, events,
-            reg,
+            reg, proxy,
         );
+        deliver_events(events, reg, trunks, proxy, now);
+        flush_trunk_timeouts(trunks, reg, proxy, tx, out, events, now);
     }
 }
 
@@ -597,6 +641,7 @@ fn stateful<O: Outbox<Mail>>(
     out: &mut O,
     events: &mut Vec<TxEvent>,
     reg: &mut RegisterPath,
+    proxy: &mut Proxy,
 ) {
     let method_bytes = msg.method().map(|m| m.as_bytes()).unwrap_or_default();
     let branch = via.branch().unwrap_or_default();
@@ -635,6 +680,7 @@ fn stateful<O: Outbox<Mail>>(
         },
     );
     counters.responses_sent += sent;
+    sent = 0;
     let tag = to_tag(shard, msg);
     // Writes a response with `Server` (and up to two more headers) into `out_buf`.
     let write = |out_buf: &mut Vec<u8>, status: u16, reason: &str, extra: &[(&str, &[u8])]| {
@@ -650,12 +696,40 @@ fn stateful<O: Outbox<Mail>>(
         };
         write_response(out_buf, msg, status, reason, &opts);
     };
+    let has_to_tag = msg.to().and_then(|t| t.tag()).is_some();
+    let mut cancel_of: Option<u64> = None;
     let (id, status) = match outcome {
         RequestOutcome::New(id) if msg.method() == Some(Method::Register) => {
             (id, reg.answer(msg, src, &tag, now, out_buf))
         }
+        RequestOutcome::New(id) if msg.method() == Some(Method::Invite) && !has_to_tag => {
+            let mut sink = Sink {
+                out,
+                sent: &mut sent,
+                events,
+            };
+            proxy.on_invite(id, msg, src, reply_to, now, tx, &reg.registrar, &mut sink);
+            counters.responses_sent += sent;
+            return;
+        }
+        RequestOutcome::New(id)
+            if has_to_tag
+                || matches!(
+                    msg.method(),
+                    Some(Method::Bye | Method::Update | Method::Info | Method::Prack)
+                ) =>
+        {
+            let mut sink = Sink {
+                out,
+                sent: &mut sent,
+                events,
+            };
+            proxy.on_in_dialog(Some(id), msg, src, now, tx, &mut sink);
+            counters.responses_sent += sent;
+            return;
+        }
         RequestOutcome::New(id) => {
-            // Every other method that reaches here is known but not served yet.
+            // Out-of-dialog SUBSCRIBE, NOTIFY, REFER, MESSAGE, PUBLISH: not served.
             counters.count_rejection(405);
             write(
                 out_buf,
@@ -666,8 +740,9 @@ fn stateful<O: Outbox<Mail>>(
             (id, 405)
         }
         RequestOutcome::NewCancel { id, target } => {
-            if target.is_some() {
+            if let Some(target) = target {
                 counters.cancel_200 += 1;
+                cancel_of = tx.token(target);
                 write(out_buf, 200, "OK", &[]);
                 (id, 200)
             } else {
@@ -680,24 +755,33 @@ fn stateful<O: Outbox<Mail>>(
             counters.acks_absorbed += 1;
             return;
         }
-        RequestOutcome::AckToTu { .. } | RequestOutcome::Ignored => {
+        RequestOutcome::AckToTu { .. } => {
+            // ACK for a 2xx: the proxy routes it by Route or dialog, statelessly.
+            let mut sink = Sink {
+                out,
+                sent: &mut sent,
+                events,
+            };
+            proxy.on_in_dialog(None, msg, src, now, tx, &mut sink);
+            return;
+        }
+        RequestOutcome::Ignored => {
             counters.drop_stray_ack += 1;
             return;
         }
         RequestOutcome::Retransmission { .. } => return,
     };
     let mut sent = 0u64;
-    let _ = tx.respond(
-        id,
-        status,
-        out_buf,
-        now,
-        &mut Sink {
-            out,
-            sent: &mut sent,
-            events,
-        },
-    );
+    let mut sink = Sink {
+        out,
+        sent: &mut sent,
+        events,
+    };
+    let _ = tx.respond(id, status, out_buf, now, &mut sink);
+    if let Some(token) = cancel_of.filter(|&t| is_proxy_token(t)) {
+        // After the 200 to the CANCEL: CANCEL the pending branches (487 when they confirm).
+        proxy.on_caller_cancel(token, now, tx, &mut sink);
+    }
     counters.responses_sent += sent;
 }
 
@@ -708,11 +792,15 @@ fn deliver_events(
     events: &mut Vec<TxEvent>,
     reg: &mut RegisterPath,
     trunks: &mut Trunks,
+    proxy: &mut Proxy,
     now: Millis,
 ) {
     for ev in events.drain(..) {
         match ev {
             TxEvent::Timeout { token, .. } if is_trunk_token(token) => trunks.on_timeout(token),
+            TxEvent::Timeout { token, cause, .. } if is_proxy_token(token) => {
+                proxy.queue_timeout(token, cause)
+            }
             TxEvent::Timeout { token, .. } => {
                 reg.registrar.on_keepalive_result(token, false, now);
             }
@@ -725,6 +813,7 @@ fn deliver_events(
 fn flush_trunk_timeouts<O: Outbox<Mail>>(
     trunks: &mut Trunks,
     reg: &mut RegisterPath,
+    proxy: &mut Proxy,
     tx: &mut TransactionLayer,
     out: &mut O,
     events: &mut Vec<TxEvent>,
@@ -741,10 +830,19 @@ fn flush_trunk_timeouts<O: Outbox<Mail>>(
                 events,
             },
         );
-        if events.is_empty() {
+        proxy.run_timeouts(
+            now,
+            tx,
+            &mut Sink {
+                out,
+                sent: &mut sent,
+                events,
+            },
+        );
+        if events.is_empty() && !proxy.has_timeouts() {
             break;
         }
-        deliver_events(events, reg, trunks, now);
+        deliver_events(events, reg, trunks, proxy, now);
     }
 }
 
@@ -762,6 +860,7 @@ fn handle_response<O: Outbox<Mail>>(
     events: &mut Vec<TxEvent>,
     reg: &mut RegisterPath,
     trunks: &mut Trunks,
+    proxy: &mut Proxy,
 ) {
     if msg.validate().is_err() {
         counters.drop_invalid_response += 1;
@@ -802,15 +901,26 @@ fn handle_response<O: Outbox<Mail>>(
             sent: &mut sent,
             events,
         },
-        |_req, _ack| {
-            // No client INVITE transactions exist yet at this stage; ACK building arrives with the
-            // proxy core.
-        },
+        |req, ack| proxy.build_ack(req, msg, ack),
     );
     match outcome {
         ResponseOutcome::NoMatch => counters.drop_stray_response += 1,
         // A trunk's REGISTER: its registration takes provisional and final answers (a challenge
         // or a 423 sends the next REGISTER at once).
+        ResponseOutcome::Pass { token, late, .. } if is_proxy_token(token) => {
+            proxy.on_response(
+                msg,
+                token,
+                late,
+                now,
+                tx,
+                &mut Sink {
+                    out,
+                    sent: &mut sent,
+                    events,
+                },
+            );
+        }
         ResponseOutcome::Pass { token, .. } if is_trunk_token(token) => {
             let mut requests = 0u64;
             trunks.on_response(
@@ -857,6 +967,33 @@ impl Core for Dispatcher {
             Mail::Registrar { query, reply } => {
                 super::query::answer(&mut self.reg, *query, now, &reply);
             }
+            Mail::Proxy(mail) => {
+                let Self {
+                    tx,
+                    reg,
+                    events,
+                    trunks,
+                    proxy,
+                    ..
+                } = self;
+                let mut sent = 0u64;
+                proxy.on_mail(
+                    mail,
+                    now,
+                    tx,
+                    &reg.registrar,
+                    &mut Sink {
+                        out,
+                        sent: &mut sent,
+                        events,
+                    },
+                );
+                deliver_events(events, reg, trunks, proxy, now);
+                flush_trunk_timeouts(trunks, reg, proxy, tx, out, events, now);
+            }
+            Mail::GatewayStats { reply } => {
+                let _ = reply.try_send(self.proxy.gateway_stats());
+            }
         }
     }
 
@@ -867,6 +1004,7 @@ impl Core for Dispatcher {
             reg,
             events,
             trunks,
+            proxy,
             ..
         } = self;
         tx.on_timers(
@@ -877,8 +1015,8 @@ impl Core for Dispatcher {
                 events,
             },
         );
-        deliver_events(events, reg, trunks, now);
-        flush_trunk_timeouts(trunks, reg, tx, out, events, now);
+        deliver_events(events, reg, trunks, proxy, now);
+        flush_trunk_timeouts(trunks, reg, proxy, tx, out, events, now);
         if reg.registrar.next_deadline().is_some_and(|d| d <= now) {
             let mut sink = Sink {
                 out,
@@ -892,8 +1030,8 @@ impl Core for Dispatcher {
                 started: 0,
             };
             reg.registrar.on_timers(now, &mut starter);
-            deliver_events(events, reg, trunks, now);
-            flush_trunk_timeouts(trunks, reg, tx, out, events, now);
+            deliver_events(events, reg, trunks, proxy, now);
+            flush_trunk_timeouts(trunks, reg, proxy, tx, out, events, now);
         }
         if trunks.next_deadline().is_some_and(|d| d <= now) {
             let mut requests = 0u64;
@@ -906,8 +1044,21 @@ impl Core for Dispatcher {
                     events,
                 },
             );
-            deliver_events(events, reg, trunks, now);
-            flush_trunk_timeouts(trunks, reg, tx, out, events, now);
+            deliver_events(events, reg, trunks, proxy, now);
+            flush_trunk_timeouts(trunks, reg, proxy, tx, out, events, now);
+        }
+        if proxy.next_deadline().is_some_and(|d| d <= now) {
+            proxy.on_timers(
+                now,
+                tx,
+                &mut Sink {
+                    out,
+                    sent: &mut sent,
+                    events,
+                },
+            );
+            deliver_events(events, reg, trunks, proxy, now);
+            flush_trunk_timeouts(trunks, reg, proxy, tx, out, events, now);
         }
         reg.expire(now);
     }
@@ -917,6 +1068,7 @@ impl Core for Dispatcher {
             self.tx.next_deadline(),
             self.reg.registrar.next_deadline(),
             self.trunks.next_deadline(),
+            self.proxy.next_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -926,6 +1078,7 @@ impl Core for Dispatcher {
     fn set_local_addr(&mut self, local: SocketAddr) {
         self.reg.registrar.set_local_addr(local);
         self.trunks.set_local_addr(local);
+        self.proxy.set_local_addr(local);
     }
 
     fn on_shutdown<O: Outbox<Mail>>(&mut self, now: Millis, out: &mut O) -> bool {
@@ -936,8 +1089,15 @@ impl Core for Dispatcher {
             reg,
             events,
             trunks,
+            proxy,
+            proxy_stopped,
             ..
         } = self;
+        if !*proxy_stopped {
+            // Calls still in progress or in dialog get their CDR (end reason Shutdown).
+            *proxy_stopped = true;
+            proxy.shutdown(now);
+        }
         let mut requests = 0u64;
         let done = trunks.shutdown(
             now,
@@ -948,8 +1108,8 @@ impl Core for Dispatcher {
                 events,
             },
         );
-        deliver_events(events, reg, trunks, now);
-        flush_trunk_timeouts(trunks, reg, tx, out, events, now);
+        deliver_events(events, reg, trunks, proxy, now);
+        flush_trunk_timeouts(trunks, reg, proxy, tx, out, events, now);
         done && trunks.all_stopped()
     }
 
@@ -987,6 +1147,8 @@ impl Core for Dispatcher {
             ("trunk_registrations", self.trunks.times_registered),
             ("trunk_registers_sent", self.trunks.registers_sent),
         ]);
+        v.extend(self.proxy.counters.pairs());
+        v.push(("calls_live", self.proxy.live_calls() as u64));
         v
     }
 }

@@ -276,7 +276,7 @@ pub(crate) struct Slot {
 }
 
 /// Generations wrap at 2^31.
-pub const GENERATION_MASK: u32 = 0x7fff_ffff;
+pub const GENERATION_MASK: u32 = 0x3fff_ffff;
 
 /// Identifies one binding (slab index + generation); stale ids never match a later binding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
