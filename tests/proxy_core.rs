@@ -311,11 +311,9 @@ fn busy_goes_back_to_the_caller_without_failover() {
     assert_eq!(cdr.end_reason, EndReason::Rejected);
     assert_eq!(cdr.attempts[0].outcome, AttemptOutcome::Rejected(486));
     // The caller's ACK for the 486 is absorbed by the server transaction.
-    let ack = concat!(
-        "ACK sip:1555@203.0.113.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.1:5060;branch=z9hG4bK-c3\r\n\
+    let ack = "ACK sip:1555@203.0.113.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.1:5060;branch=z9hG4bK-c3\r\n\
 Max-Forwards: 70\r\nFrom: <sip:alice@198.51.100.1>;tag=a1\r\nTo: <sip:1555@203.0.113.1>;tag=x\r\n\
-Call-ID: c3\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
-    );
+Call-ID: c3\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n";
     let before = h.out.sent.len();
     h.recv(CALLER, ack);
     assert_eq!(h.out.sent.len(), before);
