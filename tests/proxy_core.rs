@@ -768,3 +768,16 @@ fn health_is_shared_across_shards_by_mail() {
     }
     assert!(!d[other].gateway_stats()[0].up);
 }
+
+#[test]
+fn registrar_tokens_never_look_like_proxy_tokens() {
+    use sipshard::registrar::bindings::BindingId;
+    use sipshard::routing::is_proxy_token;
+    for generation in [0, 1, 0x3fff_ffff, 0x7fff_ffff, 0x8000_0000, u32::MAX] {
+        let id = BindingId {
+            index: u32::MAX,
+            generation,
+        };
+        assert!(!is_proxy_token(id.to_u64()), "generation {generation:#x}");
+    }
+}

@@ -1,27 +1,37 @@
-//! The per-shard dispatcher: what sipshard does with each datagram at this stage.
+//! The per-shard dispatcher: what sipshard does with each datagram.
 //!
 //! Owns: the shard's parser, transaction layer and response buffer; the ownership rule for
 //! requests and responses; the stateless answers (OPTIONS 200, 400/505/501/416/420/483) and the
-//! transaction-stateful ones (405 for methods not yet served, CANCEL 200/481, ACK absorption).
+//! transaction-stateful ones (REGISTER through the registrar, calls through the proxy core
+//! `routing::Proxy`, 405 for methods not served, CANCEL 200/481, ACK absorption).
 //! Must not: touch sockets, threads, clocks or locks (time comes in, output goes to an `Outbox`).
 //!
 //! Order of checks for a request (RFC 3261 §8.2 and §16.3):
 //! 1. syntax (`sip::Message::validate`): 400, 505, or 501 for an unknown method whose CSeq
 //!    disagrees; a request without a usable Via is dropped and counted;
-//! 2. ACK never gets a response: it goes to its INVITE server transaction or is dropped;
+//! 2. ACK never gets a response: it goes to its INVITE server transaction (absorbed), or, for a
+//!    2xx, to the proxy, which forwards it statelessly by Route or dialog;
 //! 3. a branch that is only the magic cookie `z9hG4bK` (RFC 4475 §3.2.1): 400;
 //! 4. Request-URI scheme other than sip/sips/tel: 416;
-//! 5. method: unknown → 501; known but not served yet (INVITE, REGISTER, BYE, …) → 405 with
-//!    `Allow`, through a server transaction so retransmissions are absorbed and a 405 to an INVITE
-//!    is re-sent until its ACK; CANCEL → 200 when it matches a live INVITE server transaction,
-//!    else 481;
+//! 5. method: unknown → 501; REGISTER → the registrar at the AOR's owner shard; everything else
+//!    through a server transaction at the Call-ID's owner shard:
+//!    - INVITE without a To tag → the proxy: Max-Forwards 0 → 483, our own Via → 482, who may
+//!      call (peer, account by source, 407 digest, else 403), 100 Trying, then a registered
+//!      user's contacts or the gateways of the longest matching route (none → 404/403);
+//!    - any request with a To tag, and BYE/UPDATE/INFO/PRACK → the proxy's in-dialog routing
+//!      (Route after ours, else the dialog, else an IP Request-URI; none → 481);
+//!    - SUBSCRIBE, NOTIFY, REFER, MESSAGE, PUBLISH outside a dialog → 405 with `Allow`;
+//!    - CANCEL → 200 when it matches a live INVITE server transaction (the proxy then CANCELs
+//!      the pending branches and the caller gets 487 when they confirm), else 481;
 //! 6. OPTIONS: Max-Forwards 0 on a request for a user (R-URI with a user part, so not for this
 //!    server itself) → 483; any Require/Proxy-Require → 420 with `Unsupported`; else 200,
 //!    answered statelessly by whichever shard received it.
 //!
 //! Ownership (architecture guide): stateful requests belong to `hash(Call-ID) % shards`; a response
 //! belongs to the shard written into the Via branch we generated. A datagram that lands elsewhere
-//! is handed over raw; the owner answers from its own socket (same local address).
+//! is handed over raw; the owner answers from its own socket (same local address). Tokens of
+//! client transactions say who started them: bit 63 the trunks, bit 62 the proxy, else the
+//! registrar's keepalives.
 
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::SocketAddr;
