@@ -781,3 +781,132 @@ fn registrar_tokens_never_look_like_proxy_tokens() {
         assert!(!is_proxy_token(id.to_u64()), "generation {generation:#x}");
     }
 }
+
+/// Two shards wired by their mail, delivered in order until none is left.
+struct Cluster {
+    d: Vec<Dispatcher>,
+    out: Rec,
+    mails_seen: Vec<String>,
+}
+
+impl Cluster {
+    fn new(toml: &str) -> Cluster {
+        let config = Config::from_toml_str(toml).unwrap();
+        let shared = Shared::new(&config, [3; 32], 77).unwrap();
+        let d = (0..2)
+            .map(|s| {
+                let mut d = Dispatcher::new(s, 2, &config, &shared, 0);
+                d.set_local_addr(addr(LOCAL));
+                d
+            })
+            .collect();
+        Cluster {
+            d,
+            out: Rec::default(),
+            mails_seen: Vec::new(),
+        }
+    }
+
+    fn recv(&mut self, shard: usize, from: &str, data: &str) {
+        self.d[shard].on_datagram(0, addr(from), data.as_bytes(), &mut self.out);
+        while !self.out.mail.is_empty() {
+            let mails: Vec<(usize, Mail)> = self.out.mail.drain(..).collect();
+            for (s, m) in mails {
+                let kind = match &m {
+                    Mail::Datagram { .. } => "datagram",
+                    Mail::Proxy(ProxyMail::Locate { .. }) => "locate",
+                    Mail::Proxy(ProxyMail::Located { .. }) => "located",
+                    Mail::Proxy(_) => "health",
+                    _ => "other",
+                };
+                self.mails_seen.push(format!("{kind}->{s}"));
+                self.d[s].on_mail(0, m, &mut self.out);
+            }
+        }
+    }
+
+    fn last_to(&self, to: &str, start: &str) -> String {
+        self.out
+            .sent
+            .iter()
+            .rev()
+            .find(|(_, d, m)| *d == addr(to) && m.starts_with(start))
+            .map(|(_, _, m)| m.clone())
+            .unwrap_or_else(|| panic!("nothing starting with {start:?} sent to {to}"))
+    }
+}
+
+#[test]
+fn registered_user_on_another_shard_is_located_by_mail() {
+    let mut c = Cluster::new(&format!(
+        "{BASE}[registrar]\nrequire_auth = \"Off\"\n[[registrar.accounts]]\nuser = \"2001\"\npassword = \"pw\"\n"
+    ));
+    let aor_owner = sipshard::registrar::bindings::owner_of_aor(b"2001@203.0.113.1", 2);
+    let phone = "198.51.100.20:5070";
+    let reg = "REGISTER sip:203.0.113.1 SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.20:5070;branch=z9hG4bK-r1\r\n\
+Max-Forwards: 70\r\nFrom: <sip:2001@203.0.113.1>;tag=r\r\nTo: <sip:2001@203.0.113.1>\r\n\
+Call-ID: reg1\r\nCSeq: 1 REGISTER\r\nContact: <sip:2001@198.51.100.20:5070>\r\nExpires: 600\r\n\
+Content-Length: 0\r\n\r\n";
+    c.recv(0, phone, reg);
+    c.last_to(phone, "SIP/2.0 200");
+    // A call whose Call-ID belongs to the other shard: the contacts come by mail.
+    let call_id = (0..100)
+        .map(|i| format!("loc{i}"))
+        .find(|id| sipshard::dispatch::owner_of_call_id(id.as_bytes(), 2) != aor_owner)
+        .unwrap();
+    c.mails_seen.clear();
+    c.recv(0, CALLER, &invite(&call_id, "2001", ""));
+    assert!(
+        c.mails_seen.contains(&format!("locate->{aor_owner}"))
+            && c.mails_seen
+                .contains(&format!("located->{}", 1 - aor_owner)),
+        "{:?}",
+        c.mails_seen
+    );
+    let inv = c.last_to(phone, "INVITE");
+    assert!(
+        inv.starts_with("INVITE sip:2001@198.51.100.20:5070 SIP/2.0"),
+        "{inv}"
+    );
+    // Two contacts of equal q: both rung in parallel; the first 2xx wins, the other is CANCELed.
+    let reg2 = reg
+        .replace("198.51.100.20:5070", "198.51.100.21:5071")
+        .replace("reg1", "reg2");
+    c.recv(0, "198.51.100.21:5071", &reg2);
+    let call2 = (100..200)
+        .map(|i| format!("loc{i}"))
+        .find(|id| sipshard::dispatch::owner_of_call_id(id.as_bytes(), 2) != aor_owner)
+        .unwrap();
+    c.recv(0, CALLER, &invite(&call2, "2001", ""));
+    let a = c.last_to(phone, "INVITE");
+    let b = c.last_to("198.51.100.21:5071", "INVITE");
+    assert!(a.contains(&call2) && b.contains(&call2));
+    let owner = sipshard::dispatch::owner_of_call_id(call2.as_bytes(), 2);
+    c.recv(
+        owner,
+        "198.51.100.21:5071",
+        &response(&b, "180 Ringing", Some("b")),
+    );
+    c.recv(owner, phone, &response(&a, "180 Ringing", Some("a")));
+    c.recv(
+        owner,
+        "198.51.100.21:5071",
+        &response(&b, "200 OK", Some("b")),
+    );
+    assert!(c.last_to(CALLER, "SIP/2.0 200").contains(&call2));
+    assert!(c.last_to(phone, "CANCEL").contains(&call2));
+}
+
+#[test]
+fn bye_before_the_answer_gives_the_call_up() {
+    let mut h = H::new("");
+    h.recv(CALLER, &invite("e1", "1555", ""));
+    let inv = h.last_to(GW1, "INVITE");
+    h.recv(GW1, &response(&inv, "180 Ringing", Some("g1")));
+    h.now = 100;
+    h.recv(CALLER, &in_dialog("BYE", "e1", "g1", 2, "ebye"));
+    assert_eq!(starts(&h.lines_to(GW1), "CANCEL"), vec![100]);
+    h.recv(GW1, &response(&inv, "487 Request Terminated", Some("g1")));
+    h.last_to(CALLER, "SIP/2.0 487");
+    assert_eq!(h.cdr().end_reason, EndReason::CallerCancel);
+}

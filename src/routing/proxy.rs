@@ -392,6 +392,12 @@ pub struct Proxy {
     pub counters: ProxyCounters,
     /// Transaction timeouts waiting to be run (see [`Proxy::queue_timeout`]).
     timeouts: Vec<(u64, TimeoutCause)>,
+    /// Byte buffers of freed attempts, reused by new ones (no allocation per attempt in steady
+    /// state).
+    spare: Vec<Vec<u8>>,
+    /// Scratch for the called number and Request-URI of a gateway attempt.
+    called: Vec<u8>,
+    ruri: Vec<u8>,
 }
 
 impl Proxy {
@@ -445,6 +451,9 @@ impl Proxy {
             stats,
             counters: ProxyCounters::default(),
             timeouts: Vec::new(),
+            spare: Vec::new(),
+            called: Vec::with_capacity(64),
+            ruri: Vec::with_capacity(128),
         }
     }
 
@@ -566,6 +575,14 @@ impl Proxy {
                 a.holds_slot = false;
                 if let Target::Gateway(g) = a.target {
                     self.table.release(g);
+                }
+            }
+        }
+        for a in c.attempts.drain(..) {
+            for mut b in [a.ruri, a.called, a.to_tag] {
+                if self.spare.len() < 4096 && b.capacity() <= 1024 {
+                    b.clear();
+                    self.spare.push(b);
                 }
             }
         }
@@ -803,13 +820,18 @@ impl Proxy {
         out: &mut O,
     ) {
         let tag = make_tag(self.shard, self.hasher.hash_one(msg.call_id()));
-        let mut all: Vec<(&str, &[u8])> = Vec::with_capacity(headers.len() + 1);
-        all.push(("Server", SERVER_NAME.as_bytes()));
-        all.extend_from_slice(headers);
+        let mut all: [(&str, &[u8]); 4] = [
+            ("Server", SERVER_NAME.as_bytes()),
+            ("", b""),
+            ("", b""),
+            ("", b""),
+        ];
+        let n = 1 + headers.len().min(3);
+        all[1..n].copy_from_slice(&headers[..n - 1]);
         let opts = ResponseOptions {
             source: Some(src),
             to_tag: Some(&tag),
-            headers: &all,
+            headers: &all[..n],
             body: &[],
         };
         write_response(&mut self.buf, msg, status, reason, &opts);
@@ -958,18 +980,20 @@ impl Proxy {
             }
             let gw = &table.gateways[g as usize];
             let number = &self.calls[idx as usize].number;
-            let mut called = Vec::with_capacity(number.len() + gw.prepend.len());
+            let mut called = std::mem::take(&mut self.called);
+            called.clear();
             called.extend_from_slice(&gw.prepend);
             called.extend_from_slice(
                 number
                     .get(gw.strip_digits.min(number.len())..)
                     .unwrap_or_default(),
             );
-            let mut ruri = Vec::with_capacity(called.len() + 32);
+            let mut ruri = std::mem::take(&mut self.ruri);
+            ruri.clear();
             ruri.extend_from_slice(b"sip:");
             ruri.extend_from_slice(&called);
             ruri.push(b'@');
-            ruri.extend_from_slice(gw.address.to_string().as_bytes());
+            ruri.extend_from_slice(&gw.address_text);
             let n = self.start_attempt(
                 idx,
                 Target::Gateway(g),
@@ -980,6 +1004,8 @@ impl Proxy {
                 tx,
                 out,
             );
+            self.called = called;
+            self.ruri = ruri;
             if let Some(n) = n {
                 self.calls[idx as usize].attempts[n].holds_slot = true;
                 return;
@@ -1056,11 +1082,16 @@ impl Proxy {
         if let Target::Gateway(g) = target {
             self.stats[g as usize].attempts += 1;
         }
+        let mut ruri_buf = self.spare.pop().unwrap_or_default();
+        ruri_buf.extend_from_slice(ruri);
+        let mut called_buf = self.spare.pop().unwrap_or_default();
+        called_buf.extend_from_slice(called);
+        let to_tag = self.spare.pop().unwrap_or_default();
         self.calls[idx as usize].attempts.push(Attempt {
             target,
             dst,
-            ruri: ruri.to_vec(),
-            called: called.to_vec(),
+            ruri: ruri_buf,
+            called: called_buf,
             branch,
             tx: id,
             started: now,
@@ -1070,7 +1101,7 @@ impl Proxy {
             cancel_wanted: false,
             cancel_sent: false,
             holds_slot: false,
-            to_tag: Vec::new(),
+            to_tag,
         });
         Some(n)
     }
@@ -1108,8 +1139,10 @@ impl Proxy {
         tx: &mut TransactionLayer,
         out: &mut O,
     ) {
-        let pending: Vec<usize> = self.calls[idx as usize].pending().collect();
-        for n in pending {
+        for n in 0..self.calls[idx as usize].attempts.len() {
+            if !a_is_pending(&self.calls[idx as usize], n) {
+                continue;
+            }
             self.cancel_attempt(idx, n, now, tx, out);
             let a = &mut self.calls[idx as usize].attempts[n];
             if why != AttemptOutcome::CancelledByCaller {
@@ -1370,7 +1403,14 @@ impl Proxy {
         if is_bye {
             if let Some(idx) = call {
                 let c = &mut self.calls[idx as usize];
-                if c.end_reason.is_none() || c.state == CallState::Answered {
+                if matches!(c.state, CallState::Proceeding | CallState::Locating) {
+                    // BYE in an early dialog from the caller: the call is given up, as with a
+                    // CANCEL (the caller's INVITE gets 487 when the branches confirm).
+                    if from_caller {
+                        let t = token(Kind::Caller, idx, c.generation, 0);
+                        self.on_caller_cancel(t, now, tx, out);
+                    }
+                } else if c.end_reason.is_none() || c.state == CallState::Answered {
                     c.end = now;
                     c.state = CallState::Ended;
                     c.end_reason = Some(if from_caller {
@@ -1997,9 +2037,10 @@ impl Proxy {
         out: &mut O,
     ) {
         self.emit_cdr(idx);
-        let pending: Vec<usize> = self.calls[idx as usize].pending().collect();
-        for n in pending {
-            self.cancel_attempt(idx, n, now, tx, out);
+        for n in 0..self.calls[idx as usize].attempts.len() {
+            if a_is_pending(&self.calls[idx as usize], n) {
+                self.cancel_attempt(idx, n, now, tx, out);
+            }
         }
         self.maybe_free(idx);
     }

@@ -17,6 +17,8 @@ pub type GatewayId = u16;
 pub struct Gateway {
     pub name: Box<str>,
     pub address: SocketAddr,
+    /// `address` as text (`IP:port`, `[v6]:port`), for Request-URIs.
+    pub address_text: Box<[u8]>,
     pub strip_digits: usize,
     pub prepend: Box<[u8]>,
     /// 0 = unlimited.
@@ -67,6 +69,7 @@ impl RoutingTable {
             .map(|g| Gateway {
                 name: g.name.as_str().into(),
                 address: g.address,
+                address_text: g.address.to_string().into_bytes().into(),
                 strip_digits: g.strip_digits as usize,
                 prepend: g.prepend.as_bytes().into(),
                 max_calls: g.max_calls,
