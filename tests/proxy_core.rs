@@ -910,3 +910,50 @@ fn bye_before_the_answer_gives_the_call_up() {
     h.last_to(CALLER, "SIP/2.0 487");
     assert_eq!(h.cdr().end_reason, EndReason::CallerCancel);
 }
+
+#[test]
+fn a_peer_recognised_by_digest() {
+    let mut h = H::with(
+        "[[gateways]]\nname = \"gw1\"\naddress = \"192.0.2.1:5080\"\n\
+         [[routes]]\nprefix = \"\"\ngateways = [\"gw1\"]\n\
+         [[peers]]\nname = \"carrier-b\"\nusername = \"cb\"\npassword = \"pw\"\n",
+    );
+    let from = "198.51.100.40:5060";
+    let inv = invite("pd1", "1555", "").replace("198.51.100.1:5060", from);
+    h.recv(from, &inv);
+    let challenge = h.last_to(from, "SIP/2.0 407");
+    let value = header_lines(&challenge, "Proxy-Authenticate")[0]
+        .split_once(": ")
+        .unwrap()
+        .1
+        .to_string();
+    let mut auth = Vec::new();
+    write_authorization(
+        &mut auth,
+        &parse_auth(value.as_bytes()).unwrap(),
+        &Credentials {
+            username: b"cb",
+            password: b"pw",
+            method: b"INVITE",
+            digest_uri: b"sip:1555@203.0.113.1:5060",
+            cnonce: b"x",
+            nc: 1,
+        },
+    )
+    .unwrap();
+    let inv2 = inv
+        .replace("branch=z9hG4bK-pd1", "branch=z9hG4bK-pd1b")
+        .replace(
+            "Content-Length",
+            &format!(
+                "Proxy-Authorization: {}\r\nContent-Length",
+                String::from_utf8(auth).unwrap()
+            ),
+        );
+    h.recv(from, &inv2);
+    let fwd = h.last_to(GW1, "INVITE");
+    h.recv(GW1, &response(&fwd, "404 Not Found", Some("n")));
+    let cdr = h.cdr();
+    assert_eq!(cdr.caller_identity, "peer:carrier-b");
+    assert_eq!(cdr.end_reason, EndReason::Rejected);
+}
