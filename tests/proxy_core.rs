@@ -957,3 +957,48 @@ fn a_peer_recognised_by_digest() {
     assert_eq!(cdr.caller_identity, "peer:carrier-b");
     assert_eq!(cdr.end_reason, EndReason::Rejected);
 }
+
+/// Successes are mailed to the health owner only while it counts failures.
+#[test]
+fn a_healthy_gateway_costs_no_mail_between_shards() {
+    let mut c = Cluster::new(BASE);
+    let owner = (0..2)
+        .find(|&s| c.d[s].gateway_stats()[0].health_owner)
+        .unwrap();
+    let other = 1 - owner;
+    let ids: Vec<String> = (0..400)
+        .map(|i| format!("hm{i}"))
+        .filter(|id| sipshard::dispatch::owner_of_call_id(id.as_bytes(), 2) == other)
+        .take(4)
+        .collect();
+    let gw_result = |c: &Cluster| {
+        c.mails_seen
+            .iter()
+            .filter(|m| m.starts_with("health"))
+            .count()
+    };
+    let call = |c: &mut Cluster, id: &str, status: &str| {
+        c.recv(other, CALLER, &invite(id, "1555", ""));
+        let inv = c.last_to(GW1, "INVITE");
+        assert!(inv.contains(id));
+        c.recv(other, GW1, &response(&inv, status, Some("t")));
+    };
+    call(&mut c, &ids[0], "200 OK");
+    assert_eq!(gw_result(&c), 0, "{:?}", c.mails_seen);
+    call(&mut c, &ids[1], "500 Server Internal Error");
+    // The failure goes to the owner, which asks the other shard for its next success.
+    assert_eq!(
+        c.mails_seen
+            .iter()
+            .filter(|m| m.starts_with("health"))
+            .cloned()
+            .collect::<Vec<_>>(),
+        vec![format!("health->{owner}"), format!("health->{other}")]
+    );
+    c.mails_seen.clear();
+    call(&mut c, &ids[2], "200 OK");
+    assert_eq!(c.mails_seen, vec![format!("health->{owner}")]);
+    c.mails_seen.clear();
+    call(&mut c, &ids[3], "200 OK");
+    assert_eq!(gw_result(&c), 0);
+}

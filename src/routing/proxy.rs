@@ -104,6 +104,9 @@ pub enum ProxyMail {
     GatewayResult { gateway: GatewayId, ok: bool },
     /// From a gateway's health owner to every other shard: it is now up or down.
     GatewayState { gateway: GatewayId, up: bool },
+    /// From a gateway's health owner to every other shard: it counts failures in a row, so
+    /// report the next success too (successes are not mailed otherwise).
+    GatewaySuspect { gateway: GatewayId },
     /// To an AOR's owner shard: send the contacts of `aor` back to `shard` with `token`.
     Locate {
         aor: Box<[u8]>,
@@ -361,6 +364,8 @@ struct Health {
     probe_pending: bool,
     probe_sent: Millis,
     owner: bool,
+    /// Non-owner side: the owner is counting failures; report the next success.
+    suspect: bool,
 }
 
 /// The proxy core of one shard. See the module documentation.
@@ -422,6 +427,7 @@ impl Proxy {
                 probe_due: None,
                 probe_pending: false,
                 probe_sent: 0,
+                suspect: false,
                 owner: shard_by_hash(g.name.as_bytes(), shards) == shard,
             })
             .collect();
@@ -1471,6 +1477,12 @@ impl Proxy {
         if status < 200 {
             let a = &mut self.calls[idx as usize].attempts[n];
             a.provisional = true;
+            if a.to_tag.is_empty() {
+                // The early dialog's tag: in-dialog requests before the answer (PRACK, UPDATE)
+                // find their branch by it.
+                a.to_tag
+                    .extend_from_slice(msg.to().and_then(|t| t.tag()).unwrap_or_default());
+            }
             if a.cancel_wanted && !a.cancel_sent {
                 self.cancel_attempt(idx, n, now, tx, out);
                 return;
@@ -1864,6 +1876,12 @@ impl Proxy {
             ProxyMail::GatewayState { gateway, up } => {
                 if let Some(h) = self.health.get_mut(gateway as usize) {
                     h.up = up;
+                    h.suspect = !up;
+                }
+            }
+            ProxyMail::GatewaySuspect { gateway } => {
+                if let Some(h) = self.health.get_mut(gateway as usize) {
+                    h.suspect = true;
                 }
             }
             ProxyMail::Locate { aor, shard, token } => {
@@ -1892,11 +1910,20 @@ impl Proxy {
 
     // --- gateway health ---------------------------------------------------------------------
 
+    /// Reports one attempt's outcome to the gateway's health owner. Failures always go; a
+    /// success goes only while the owner counts failures (it said so with `GatewaySuspect`), so a
+    /// healthy gateway costs no mail between shards.
     fn gateway_result<O: ProxyOut>(&mut self, g: GatewayId, ok: bool, now: Millis, out: &mut O) {
         let owner = shard_by_hash(self.table.gateways[g as usize].name.as_bytes(), self.shards);
         if owner == self.shard {
             self.on_gateway_result(g, ok, now, out);
-        } else {
+            return;
+        }
+        let h = &mut self.health[g as usize];
+        if !ok || h.suspect {
+            if ok {
+                h.suspect = false;
+            }
             out.mail(owner, ProxyMail::GatewayResult { gateway: g, ok });
         }
     }
@@ -1915,6 +1942,15 @@ impl Proxy {
             return;
         }
         h.fails = h.fails.saturating_add(1);
+        if h.fails == 1 {
+            // The other shards now report their successes too, until one resets the count.
+            for s in 0..self.shards {
+                if s != self.shard {
+                    out.mail(s, ProxyMail::GatewaySuspect { gateway: g });
+                }
+            }
+        }
+        let h = &mut self.health[g as usize];
         if h.up && h.fails >= down_after {
             h.probe_due = Some(now + interval);
             self.set_health(g, false, out);
