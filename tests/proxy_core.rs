@@ -1002,3 +1002,24 @@ fn a_healthy_gateway_costs_no_mail_between_shards() {
     call(&mut c, &ids[3], "200 OK");
     assert_eq!(gw_result(&c), 0);
 }
+
+#[test]
+fn gateway_stats_by_mail() {
+    let mut h = H::new("");
+    h.recv(CALLER, &invite("s1", "1555", ""));
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    h.d.on_mail(0, Mail::GatewayStats { reply: tx }, &mut h.out);
+    let stats = rx.try_recv().expect("answered at once");
+    assert_eq!(stats.len(), 2);
+    assert_eq!(
+        (stats[0].name.as_str(), stats[0].address),
+        ("gw1", addr(GW1))
+    );
+    assert_eq!(stats[0].counters.attempts, 1);
+    assert_eq!(stats[0].active_calls, 1);
+    assert!(stats[0].up && stats[0].health_owner);
+    // A closed reply channel neither blocks nor panics.
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    drop(rx);
+    h.d.on_mail(0, Mail::GatewayStats { reply: tx }, &mut h.out);
+}
