@@ -548,7 +548,7 @@ impl Proxy {
         c.plan.clear();
         c.next = 0;
         c.attempts.clear();
-        c.forwards.clear();
+        // Forwards are all finished when a call is freed; their buffers are kept for reuse.
         c.answer = None;
         c.cancelled = false;
         c.final_status = 0;
@@ -2100,11 +2100,14 @@ impl Proxy {
         let Ok(msg) = self.parser.parse(&c.invite) else {
             return;
         };
-        let identity = match c.caller {
-            Some(Caller::Peer(p)) => format!("peer:{}", self.table.peers[p].name),
-            Some(Caller::Account(a)) => format!("account:{}", self.accounts.get(a).user),
-            None => String::new(),
+        let (kind, name): (&str, &str) = match c.caller {
+            Some(Caller::Peer(p)) => ("peer:", &self.table.peers[p].name),
+            Some(Caller::Account(a)) => ("account:", &self.accounts.get(a).user),
+            None => ("", ""),
         };
+        let mut identity = String::with_capacity(kind.len() + name.len());
+        identity.push_str(kind);
+        identity.push_str(name);
         let attempts = c
             .attempts
             .iter()
