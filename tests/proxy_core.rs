@@ -1023,3 +1023,15 @@ fn gateway_stats_by_mail() {
     drop(rx);
     h.d.on_mail(0, Mail::GatewayStats { reply: tx }, &mut h.out);
 }
+
+#[test]
+fn unsupported_proxy_require_is_420() {
+    let mut h = H::new("");
+    h.recv(CALLER, &invite("x1", "1555", "Proxy-Require: foo, bar\r\n"));
+    let r = h.last_to(CALLER, "SIP/2.0 420");
+    assert!(r.contains("Unsupported: foo, bar\r\n"), "{r}");
+    assert!(h.lines_to(GW1).is_empty());
+    // Require is the UAS's business: forwarded untouched.
+    h.recv(CALLER, &invite("x2", "1555", "Require: 100rel\r\n"));
+    assert!(h.last_to(GW1, "INVITE").contains("Require: 100rel"));
+}

@@ -15,7 +15,8 @@
 //! 4. Request-URI scheme other than sip/sips/tel: 416;
 //! 5. method: unknown → 501; REGISTER → the registrar at the AOR's owner shard; everything else
 //!    through a server transaction at the Call-ID's owner shard:
-//!    - INVITE without a To tag → the proxy: Max-Forwards 0 → 483, our own Via → 482, who may
+//!    - INVITE without a To tag → the proxy: Max-Forwards 0 → 483, our own Via → 482,
+//!      Proxy-Require → 420, who may
 //!      call (peer, account by source, 407 digest, else 403), 100 Trying, then a registered
 //!      user's contacts or the gateways of the longest matching route (none → 404/403);
 //!    - any request with a To tag, and BYE/UPDATE/INFO/PRACK → the proxy's in-dialog routing

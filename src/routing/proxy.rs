@@ -653,6 +653,9 @@ impl Proxy {
             self.reply_stateful(id, msg, src, 482, "Loop Detected", &[], now, tx, out);
             return;
         }
+        if self.bad_extension(id, msg, src, now, tx, out) {
+            return;
+        }
         let caller = match self.auth.admit(msg, src, now, &self.table, &self.accounts) {
             Admission::Allowed(c) => c,
             Admission::Challenge { stale } => {
@@ -792,6 +795,43 @@ impl Proxy {
             }
         }
         self.start_route(idx, now, tx, out);
+    }
+
+    /// RFC 3261 §16.3 step 5: a Proxy-Require we do not support (we support none) → 420 with
+    /// `Unsupported`. True when answered.
+    fn bad_extension<O: ProxyOut>(
+        &mut self,
+        id: TxId,
+        msg: &Message,
+        src: SocketAddr,
+        now: Millis,
+        tx: &mut TransactionLayer,
+        out: &mut O,
+    ) -> bool {
+        if msg.tokens(HeaderKind::ProxyRequire).next().is_none() {
+            return false;
+        }
+        let mut list = std::mem::take(&mut self.buf2);
+        list.clear();
+        for t in msg.tokens(HeaderKind::ProxyRequire) {
+            if !list.is_empty() {
+                list.extend_from_slice(b", ");
+            }
+            list.extend_from_slice(t);
+        }
+        self.reply_stateful(
+            id,
+            msg,
+            src,
+            420,
+            "Bad Extension",
+            &[("Unsupported", &list)],
+            now,
+            tx,
+            out,
+        );
+        self.buf2 = list;
+        true
     }
 
     /// Our own Via (our sent-by and a branch of ours) is already in the request.
@@ -1257,6 +1297,11 @@ impl Proxy {
                 self.reply_stateful(id, msg, src, 482, "Loop Detected", &[], now, tx, out);
             }
             return;
+        }
+        if let Some(id) = id {
+            if self.bad_extension(id, msg, src, now, tx, out) {
+                return;
+            }
         }
         let pop = self.first_route_is_ours(msg);
         let call = self.find(msg.call_id().unwrap_or_default());
