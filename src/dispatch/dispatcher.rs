@@ -16,9 +16,9 @@
 //! 5. method: unknown → 501; REGISTER → the registrar at the AOR's owner shard; everything else
 //!    through a server transaction at the Call-ID's owner shard:
 //!    - INVITE without a To tag → the proxy: Max-Forwards 0 → 483, our own Via → 482,
-//!      Proxy-Require → 420, who may
-//!      call (peer, account by source, 407 digest, else 403), 100 Trying, then a registered
-//!      user's contacts or the gateways of the longest matching route (none → 404/403);
+//!      Proxy-Require → 420, who may call (peer, account by source, 407 digest, else 403),
+//!      100 Trying, then a registered user's contacts or the gateways of the longest matching
+//!      route (none → 404/403);
 //!    - any request with a To tag, and BYE/UPDATE/INFO/PRACK → the proxy's in-dialog routing
 //!      (Route after ours, else the dialog, else an IP Request-URI; none → 481);
 //!    - SUBSCRIBE, NOTIFY, REFER, MESSAGE, PUBLISH outside a dialog → 405 with `Allow`;
