@@ -1035,3 +1035,22 @@ fn unsupported_proxy_require_is_420() {
     h.recv(CALLER, &invite("x2", "1555", "Require: 100rel\r\n"));
     assert!(h.last_to(GW1, "INVITE").contains("Require: 100rel"));
 }
+
+#[test]
+fn without_registrar_auth_any_registered_user_is_called_and_others_routed() {
+    let mut h = H::new("[registrar]\nrequire_auth = \"Off\"\n");
+    let uas = "198.51.100.30:5090";
+    let reg = "REGISTER sip:203.0.113.1 SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.30:5090;branch=z9hG4bK-r9\r\n\
+Max-Forwards: 70\r\nFrom: <sip:service@203.0.113.1>;tag=r\r\nTo: <sip:service@203.0.113.1>\r\n\
+Call-ID: reg9\r\nCSeq: 1 REGISTER\r\nContact: <sip:service@198.51.100.30:5090>\r\nExpires: 600\r\n\
+Content-Length: 0\r\n\r\n";
+    h.recv(uas, reg);
+    h.last_to(uas, "SIP/2.0 200");
+    h.recv(CALLER, &invite("ru1", "service", ""));
+    assert!(h
+        .last_to(uas, "INVITE")
+        .starts_with("INVITE sip:service@198.51.100.30:5090 SIP/2.0"));
+    // A number nobody registered goes by the routes.
+    h.recv(CALLER, &invite("ru2", "1555", ""));
+    assert!(h.last_to(GW1, "INVITE").contains("Call-ID: ru2"));
+}

@@ -400,6 +400,8 @@ pub struct Proxy {
     /// Byte buffers of freed attempts, reused by new ones (no allocation per attempt in steady
     /// state).
     spare: Vec<Vec<u8>>,
+    /// `registrar.require_auth = Off`: users without an account may be registered.
+    any_user_registers: bool,
     /// Scratch for the called number and Request-URI of a gateway attempt.
     called: Vec<u8>,
     ruri: Vec<u8>,
@@ -458,6 +460,7 @@ impl Proxy {
             counters: ProxyCounters::default(),
             timeouts: Vec::new(),
             spare: Vec::new(),
+            any_user_registers: !config.registrar.require_auth,
             called: Vec::with_capacity(64),
             ruri: Vec::with_capacity(128),
         }
@@ -767,9 +770,11 @@ impl Proxy {
 
         // A registered user?
         let ruri = msg.request_uri();
+        // With `require_auth = Off` anyone may register, so every called number may be a
+        // registered user: ask the location service first (a route applies when it has none).
         let is_user = ruri
             .and_then(|u| u.user())
-            .is_some_and(|u| self.accounts.find(u).is_some());
+            .is_some_and(|u| self.any_user_registers || self.accounts.find(u).is_some());
         if let (true, Some(uri)) = (is_user, ruri) {
             let mut aor = Vec::with_capacity(64);
             if aor_key_of_uri(&uri, &mut aor).is_ok() {
@@ -931,8 +936,10 @@ impl Proxy {
     ) {
         self.calls[idx as usize].state = CallState::Proceeding;
         let Some(best) = contacts.iter().map(|c| c.q).max() else {
-            // Known account, no live binding: a route may still take the number.
-            if self.table.route(&self.calls[idx as usize].number).is_some() {
+            // No live binding: a route may still take the number; an account without one is
+            // "not registered", anything else has no route.
+            let number = &self.calls[idx as usize].number;
+            if self.table.route(number).is_some() || self.accounts.find(number).is_none() {
                 self.start_route(idx, now, tx, out);
             } else {
                 self.fail(
@@ -948,14 +955,29 @@ impl Proxy {
             }
             return;
         };
+        let number = std::mem::take(&mut self.calls[idx as usize].number);
+        let mut started = 0;
         for c in contacts.iter().filter(|c| c.q == best).take(16) {
-            let number = self.calls[idx as usize].number.clone();
-            self.start_attempt(
+            let n = self.start_attempt(
                 idx,
                 Target::Contact,
                 c.send_to,
                 &c.uri,
                 &number,
+                now,
+                tx,
+                out,
+            );
+            started += usize::from(n.is_some());
+        }
+        self.calls[idx as usize].number = number;
+        if started == 0 {
+            self.fail(
+                idx,
+                500,
+                "Server Internal Error",
+                Some("could not send the INVITE"),
+                EndReason::Rejected,
                 now,
                 tx,
                 out,
