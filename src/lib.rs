@@ -11,6 +11,7 @@ pub mod config;
 pub mod dispatch;
 pub mod io;
 pub mod registrar;
+pub mod routing;
 pub mod sip;
 pub mod timer;
 pub mod transaction;

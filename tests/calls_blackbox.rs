@@ -546,7 +546,6 @@ fn cdr_counters_are_in_the_totals_and_no_file_without_calls() {
 // ---- the proxy (ignored until the proxy core is merged) ----------------------------------------
 
 #[test]
-#[ignore = "needs the proxy core (branch proxy)"]
 fn failover_timeline_with_gateway_1_silent() {
     let gw1 = Gateway::start(Behaviour::Silent);
     let gw2 = Gateway::start(Behaviour::Answer);
@@ -592,7 +591,6 @@ fn failover_timeline_with_gateway_1_silent() {
 }
 
 #[test]
-#[ignore = "needs the proxy core (branch proxy)"]
 fn immediate_failover_on_503() {
     if !have_sipp() {
         return;
@@ -654,7 +652,6 @@ fn immediate_failover_on_503() {
 }
 
 #[test]
-#[ignore = "needs the proxy core (branch proxy)"]
 fn no_gateway_left_gives_the_caller_a_final_error() {
     let gw1 = Gateway::start(Behaviour::Reject(503));
     let gw2 = Gateway::start(Behaviour::Reject(502));
@@ -682,7 +679,6 @@ fn no_gateway_left_gives_the_caller_a_final_error() {
 }
 
 #[test]
-#[ignore = "needs the proxy core (branch proxy)"]
 fn ringing_timeout_cancels_and_fails_without_failover() {
     let gw1 = Gateway::start(Behaviour::RingOnly);
     let gw2 = Gateway::start(Behaviour::Answer);
@@ -723,7 +719,6 @@ fn ringing_timeout_cancels_and_fails_without_failover() {
 }
 
 #[test]
-#[ignore = "needs the proxy core (branch proxy)"]
 fn cancel_from_the_caller_reaches_the_gateway() {
     if !have_sipp() {
         return;
@@ -770,7 +765,6 @@ fn cancel_from_the_caller_reaches_the_gateway() {
 }
 
 #[test]
-#[ignore = "needs the proxy core (branch proxy)"]
 fn digest_on_invite_then_the_call_completes() {
     if !have_sipp() {
         return;
@@ -868,7 +862,6 @@ fn digest_on_invite_then_the_call_completes() {
 }
 
 #[test]
-#[ignore = "needs the proxy core (branch proxy)"]
 fn call_to_a_registered_sipp_uas() {
     if !have_sipp() {
         return;

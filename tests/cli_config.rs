@@ -69,7 +69,7 @@ resend_interval = [0.5, 1]
 SS_SIP_RESEND_INTERVAL = "0.5,1"
 endpoint_expires = 3600
 
-[routing]
+[dialplan]
 x = 1
 "#;
 
@@ -95,7 +95,7 @@ fn check_config_bad_file_lists_every_error() {
         ),
         "sip.resend_interval (SS_SIP_RESEND_INTERVAL) is given twice".to_string(),
         format!("{p}:9: unknown key `endpoint_expires` in [sip]; did you mean `endpoint_expire`?"),
-        format!("{p}:11: unknown section [routing]"),
+        format!("{p}:11: unknown section [dialplan]"),
         format!("{p}: 5 errors"),
     ] {
         assert!(out.contains(&want), "missing {want:?} in:\n{out}");
@@ -185,7 +185,7 @@ fn run_with_bad_config_exits_2_before_starting() {
     let f = TempFile::new("run-bad.toml", BAD);
     let (code, _, err) = sipshard(&["run", "--config", f.path()]);
     assert_eq!(code, 2);
-    assert!(err.contains("unknown section [routing]"), "{err}");
+    assert!(err.contains("unknown section [dialplan]"), "{err}");
     let (code, _, err) = sipshard(&["run", "--shards", "many"]);
     assert_eq!(code, 2);
     assert!(

@@ -56,22 +56,25 @@ fn options_is_answered_200_with_received_and_rport() {
 }
 
 #[test]
-fn invite_gets_405_retransmitted_until_ack_and_cancel_without_invite_gets_481() {
+fn invite_from_an_unknown_caller_gets_403_retransmitted_until_ack_and_cancel_without_invite_gets_481(
+) {
+    // No peers and no accounts: the proxy refuses the caller (403, issue 4) through the INVITE
+    // server transaction, so the final is re-sent until the ACK.
     let server = start_server(1, &[]);
     let c = client();
     let me = c.local_addr().unwrap();
     let inv = request("INVITE", server.addr, me, "inv-1@test", "z9hG4bK-inv-1", 1);
     c.send_to(inv.as_bytes(), server.addr).unwrap();
-    let first = recv_text(&c, Duration::from_secs(3)).expect("405");
-    assert_eq!(status_of(&first), Some(405), "{first}");
-    assert!(header(&first, "Allow").is_some());
+    let first = recv_text(&c, Duration::from_secs(3)).expect("403");
+    assert_eq!(status_of(&first), Some(403), "{first}");
+    assert!(header(&first, "Warning").is_some());
     // No ACK yet: the final response is re-sent on the resend schedule (first after 0.5 s).
-    let again = recv_text(&c, Duration::from_secs(3)).expect("retransmitted 405");
+    let again = recv_text(&c, Duration::from_secs(3)).expect("retransmitted 403");
     assert_eq!(again, first, "the retransmission is the same response");
-    // A retransmitted INVITE is absorbed and answered with the same 405.
+    // A retransmitted INVITE is absorbed and answered with the same 403.
     c.send_to(inv.as_bytes(), server.addr).unwrap();
-    let absorbed = recv_text(&c, Duration::from_secs(3)).expect("405 again");
-    assert_eq!(status_of(&absorbed), Some(405));
+    let absorbed = recv_text(&c, Duration::from_secs(3)).expect("403 again");
+    assert_eq!(status_of(&absorbed), Some(403));
     let to = header(&first, "To").unwrap();
     let ack = format!(
         "ACK sip:bob@{s} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-inv-1\r\nMax-Forwards: 70\r\n\
@@ -89,10 +92,10 @@ fn invite_gets_405_retransmitted_until_ack_and_cancel_without_invite_gets_481() 
         1,
     );
     c.send_to(cancel.as_bytes(), server.addr).unwrap();
-    // Any 405 still in flight from before the ACK is skipped; the CANCEL's answer is 481.
+    // Any 403 still in flight from before the ACK is skipped; the CANCEL's answer is 481.
     let resp = loop {
         let r = recv_text(&c, Duration::from_secs(3)).expect("481");
-        if status_of(&r) != Some(405) {
+        if status_of(&r) != Some(403) {
             break r;
         }
     };
@@ -101,6 +104,7 @@ fn invite_gets_405_retransmitted_until_ack_and_cancel_without_invite_gets_481() 
     assert_eq!(code, Some(0));
     let t = totals(&lines);
     assert_eq!(t["acks_absorbed"], 1, "{t:?}");
+    assert_eq!(t["calls_forbidden"], 1, "{t:?}");
     assert!(t["tx_retransmissions_sent"] >= 1, "{t:?}");
     assert!(t["tx_retransmissions_absorbed"] >= 1, "{t:?}");
 }
@@ -120,8 +124,9 @@ fn requests_landing_on_the_wrong_shard_are_handed_to_their_owner() {
     // In waves of 25, so the client's own receive buffer (default size) never overflows.
     for wave in 0..n / 25 {
         for i in wave * 25..(wave + 1) * 25 {
+            // MESSAGE outside a dialog is not served: 405 from the owner shard.
             let req = request(
-                "BYE",
+                "MESSAGE",
                 server.addr,
                 me,
                 &format!("handover-{i}@test"),

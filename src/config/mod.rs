@@ -1,7 +1,8 @@
 //! Configuration: the TOML file, defaults and ranges, VOS3000 parameter names as aliases.
 //!
 //! Owns: parsing and validating the config file (`[server]`, `[sip]`, `[registrar]` with its
-//! `[[registrar.accounts]]`, `[log]`, `[[trunks]]`, `[cdr]`), the embedded default file, the parameter table
+//! `[[registrar.accounts]]`, `[log]`, `[[trunks]]`, `[cdr]`, `[routing]`, `[[gateways]]`, `[[routes]]`,
+//! `[[peers]]`), the embedded default file, the parameter table
 //! ([`PARAMS`]), the syntax of allowed sources and the error messages for bad values.
 //! Must not: import any other sipshard module, open sockets, start threads or read the clock.
 //!
@@ -12,6 +13,7 @@
 mod cdr;
 mod params;
 mod registrar;
+mod routing;
 #[cfg(test)]
 mod tests;
 mod trunks;
@@ -24,6 +26,10 @@ pub use params::{
 pub use registrar::{
     account_problem, auth_mode_name, mask_ip, mode_problem, parse_allowed, parse_auth_mode,
     password_problem, user_problem, AllowedSource,
+};
+pub use routing::{
+    parse_peer_address, GatewayConfig, PeerAddress, PeerConfig, RouteConfig, RoutingConfig,
+    GATEWAY_KEYS, PEER_KEYS, ROUTE_KEYS, ROUTING_KEYS,
 };
 pub use trunks::{host_problem, TrunkConfig, TRUNK_KEYS};
 
@@ -133,6 +139,14 @@ pub struct Config {
     pub trunks: Vec<TrunkConfig>,
     /// `[cdr]`: the CDR writer's file, rotation and queue.
     pub cdr: CdrConfig,
+    /// `[routing]`: how calls are routed and failed over.
+    pub routing: RoutingConfig,
+    /// `[[gateways]]`: where calls go (VOS3000 routing gateways), none by default.
+    pub gateways: Vec<GatewayConfig>,
+    /// `[[routes]]`: called-number prefix to an ordered list of gateways, none by default.
+    pub routes: Vec<RouteConfig>,
+    /// `[[peers]]`: trusted callers (VOS3000 mapping gateways), none by default.
+    pub peers: Vec<PeerConfig>,
     /// Log filter, e.g. "info" or "sipshard=debug".
     pub log_level: String,
 }
@@ -289,6 +303,10 @@ impl Default for Config {
             registrar: RegistrarConfig::default(),
             trunks: Vec::new(),
             cdr: CdrConfig::default(),
+            routing: RoutingConfig::default(),
+            gateways: Vec::new(),
+            routes: Vec::new(),
+            peers: Vec::new(),
             log_level: "info".to_string(),
         }
     }
@@ -712,6 +730,7 @@ fn build(text: &str, overrides: &[Override]) -> Result<Config, ConfigErrors> {
     let mut accounts_value: Option<&toml::Value> = None;
     let mut trunks_value: Option<&toml::Value> = None;
     let mut cdr_value: Option<&toml::Value> = None;
+    let mut routing_values: [Option<&toml::Value>; 4] = [None; 4];
 
     for (sec_name, sec_val) in &table {
         if sec_name == "trunks" {
@@ -720,6 +739,13 @@ fn build(text: &str, overrides: &[Override]) -> Result<Config, ConfigErrors> {
         }
         if sec_name == "cdr" {
             cdr_value = Some(sec_val);
+            continue;
+        }
+        if let Some(i) = ["routing", "gateways", "routes", "peers"]
+            .iter()
+            .position(|n| n == sec_name)
+        {
+            routing_values[i] = Some(sec_val);
             continue;
         }
         let Some(section) = Section::from_name(sec_name) else {
@@ -821,6 +847,18 @@ fn build(text: &str, overrides: &[Override]) -> Result<Config, ConfigErrors> {
     if let Some(v) = cdr_value {
         cfg.cdr = cdr::parse_cdr(text, v, &mut errors);
     }
+    if let Some(v) = routing_values[0] {
+        cfg.routing = routing::parse_routing(text, v, &mut errors);
+    }
+    if let Some(v) = routing_values[1] {
+        cfg.gateways = routing::parse_gateways(text, v, &mut errors);
+    }
+    if let Some(v) = routing_values[2] {
+        cfg.routes = routing::parse_routes(text, v, &cfg.gateways, &mut errors);
+    }
+    if let Some(v) = routing_values[3] {
+        cfg.peers = routing::parse_peers(text, v, &mut errors);
+    }
     if errors.is_empty() {
         cross_checks(&cfg, text, &given, &mut errors);
     }
@@ -900,7 +938,9 @@ fn unknown_key(section: Section, name: &str, line: Option<usize>) -> ConfigError
 }
 
 fn unknown_outside_sections(text: &str, name: &str, value: &toml::Value) -> ConfigError {
-    let known = "known sections: [server], [sip], [registrar], [log], [[trunks]], [cdr]";
+    let known =
+        "known sections: [server], [sip], [registrar], [routing], [log], [cdr], [[trunks]], \
+                 [[gateways]], [[routes]], [[peers]]";
     if let toml::Value::Table(_) = value {
         let mut message = format!("unknown section [{name}]; {known}");
         if let Some(s) = Section::ALL

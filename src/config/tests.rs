@@ -337,11 +337,11 @@ fn key_in_the_wrong_section_says_where_it_belongs() {
 
 #[test]
 fn unknown_section_is_an_error() {
-    let err = parse("[sip]\n\n[routing]\nx = 1\n").unwrap_err();
+    let err = parse("[sip]\n\n[dialplan]\nx = 1\n").unwrap_err();
     assert_eq!(err.len(), 1);
     assert_eq!(err.0[0].line, Some(3));
     assert!(
-        err.0[0].message.contains("unknown section [routing]"),
+        err.0[0].message.contains("unknown section [dialplan]"),
         "{err}"
     );
     let e = one_err("[sipp]\ntimeout_invite = 1\n");
@@ -1261,4 +1261,67 @@ fn advertised_address_takes_host_and_optional_port() {
     assert!(e.contains("port outside 1..=65535"), "{e}");
     let e = one_err("[server]\nadvertised_address = 5060\n");
     assert!(e.contains("advertised_address"), "{e}");
+}
+
+#[test]
+fn routing_tables() {
+    let c = parse(
+        "[routing]\nno_route_status = 403\nfailover_statuses = [503]\ngateway_down_after = 2\n\
+         gateway_probe_interval = 5\ninvite_auth = \"Off\"\n\
+         [[gateways]]\nname = \"gw1\"\naddress = \"127.0.0.1:5080\"\nstrip_digits = 1\nprepend = \"00\"\nmax_calls = 3\n\
+         [[gateways]]\nname = \"gw2\"\naddress = \"[::1]:5090\"\n\
+         [[routes]]\nprefix = \"\"\ngateways = [\"gw1\", \"gw2\"]\n\
+         [[peers]]\nname = \"a\"\naddress = \"127.0.0.1\"\n\
+         [[peers]]\nname = \"b\"\nusername = \"u\"\npassword = \"p\"\n",
+    )
+    .unwrap();
+    assert_eq!(c.routing.no_route_status, 403);
+    assert_eq!(c.routing.failover_statuses, vec![503]);
+    assert_eq!(c.routing.gateway_down_after, 2);
+    assert_eq!(c.routing.gateway_probe_interval_s, 5);
+    assert!(!c.routing.invite_auth);
+    assert_eq!(c.gateways.len(), 2);
+    assert_eq!(c.gateways[0].strip_digits, 1);
+    assert_eq!(c.gateways[0].prepend, "00");
+    assert_eq!(c.gateways[0].max_calls, 3);
+    assert_eq!(c.gateways[1].address, "[::1]:5090".parse().unwrap());
+    assert_eq!(c.routes[0].gateways, vec!["gw1", "gw2"]);
+    assert_eq!(
+        c.peers[0].address,
+        Some(crate::config::PeerAddress::Ip("127.0.0.1".parse().unwrap()))
+    );
+    assert_eq!(c.peers[1].username.as_deref(), Some("u"));
+}
+
+#[test]
+fn routing_errors_name_parameter_value_and_range() {
+    let e = one_err("[routing]\ngateway_down_after = 0\n");
+    assert!(
+        e.contains("routing.gateway_down_after = 0 is out of range: allowed 1..=1000"),
+        "{e}"
+    );
+    let e = one_err("[routing]\nno_route_status = 500\n");
+    assert!(e.contains("allowed 404 or 403"), "{e}");
+    let e = one_err("[routing]\ngateway_probe_interval = 3601\n");
+    assert!(e.contains("allowed 1..=3600"), "{e}");
+    let e = one_err(
+        "[[gateways]]\nname = \"gw1\"\naddress = \"127.0.0.1:5080\"\n\
+         [[routes]]\nprefix = \"1\"\ngateways = [\"gw9\"]\n",
+    );
+    assert!(e.contains("unknown gateway `gw9`"), "{e}");
+    let e = one_err("[[gateways]]\nname = \"g\"\naddress = \"gw.example:5060\"\n");
+    assert!(e.contains("host names are not supported"), "{e}");
+    let e = one_err("[[gateways]]\nname = \"g\"\naddress = \"127.0.0.1:1\"\nstrip_digits = 33\n");
+    assert!(
+        e.contains("strip_digits = 33 is out of range: allowed 0..=32"),
+        "{e}"
+    );
+    let err = parse(
+        "[[gateways]]\nname = \"g\"\naddress = \"127.0.0.1:1\"\n\
+         [[gateways]]\nname = \"g\"\naddress = \"127.0.0.1:2\"\n",
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("duplicate name `g`"), "{err}");
+    let e = one_err("[[peers]]\nname = \"p\"\nusername = \"u\"\n");
+    assert!(e.contains("both `username` and `password`"), "{e}");
 }

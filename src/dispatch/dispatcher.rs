@@ -1,27 +1,38 @@
-//! The per-shard dispatcher: what sipshard does with each datagram at this stage.
+//! The per-shard dispatcher: what sipshard does with each datagram.
 //!
 //! Owns: the shard's parser, transaction layer and response buffer; the ownership rule for
 //! requests and responses; the stateless answers (OPTIONS 200, 400/505/501/416/420/483) and the
-//! transaction-stateful ones (405 for methods not yet served, CANCEL 200/481, ACK absorption).
+//! transaction-stateful ones (REGISTER through the registrar, calls through the proxy core
+//! `routing::Proxy`, 405 for methods not served, CANCEL 200/481, ACK absorption).
 //! Must not: touch sockets, threads, clocks or locks (time comes in, output goes to an `Outbox`).
 //!
 //! Order of checks for a request (RFC 3261 §8.2 and §16.3):
 //! 1. syntax (`sip::Message::validate`): 400, 505, or 501 for an unknown method whose CSeq
 //!    disagrees; a request without a usable Via is dropped and counted;
-//! 2. ACK never gets a response: it goes to its INVITE server transaction or is dropped;
+//! 2. ACK never gets a response: it goes to its INVITE server transaction (absorbed), or, for a
+//!    2xx, to the proxy, which forwards it statelessly by Route or dialog;
 //! 3. a branch that is only the magic cookie `z9hG4bK` (RFC 4475 §3.2.1): 400;
 //! 4. Request-URI scheme other than sip/sips/tel: 416;
-//! 5. method: unknown → 501; known but not served yet (INVITE, REGISTER, BYE, …) → 405 with
-//!    `Allow`, through a server transaction so retransmissions are absorbed and a 405 to an INVITE
-//!    is re-sent until its ACK; CANCEL → 200 when it matches a live INVITE server transaction,
-//!    else 481;
+//! 5. method: unknown → 501; REGISTER → the registrar at the AOR's owner shard; everything else
+//!    through a server transaction at the Call-ID's owner shard:
+//!    - INVITE without a To tag → the proxy: Max-Forwards 0 → 483, our own Via → 482,
+//!      Proxy-Require → 420, who may call (peer, account by source, 407 digest, else 403),
+//!      100 Trying, then a registered user's contacts or the gateways of the longest matching
+//!      route (none → 404/403);
+//!    - any request with a To tag, and BYE/UPDATE/INFO/PRACK → the proxy's in-dialog routing
+//!      (Route after ours, else the dialog, else an IP Request-URI; none → 481);
+//!    - SUBSCRIBE, NOTIFY, REFER, MESSAGE, PUBLISH outside a dialog → 405 with `Allow`;
+//!    - CANCEL → 200 when it matches a live INVITE server transaction (the proxy then CANCELs
+//!      the pending branches and the caller gets 487 when they confirm), else 481;
 //! 6. OPTIONS: Max-Forwards 0 on a request for a user (R-URI with a user part, so not for this
 //!    server itself) → 483; any Require/Proxy-Require → 420 with `Unsupported`; else 200,
 //!    answered statelessly by whichever shard received it.
 //!
 //! Ownership (architecture guide): stateful requests belong to `hash(Call-ID) % shards`; a response
 //! belongs to the shard written into the Via branch we generated. A datagram that lands elsewhere
-//! is handed over raw; the owner answers from its own socket (same local address).
+//! is handed over raw; the owner answers from its own socket (same local address). Tokens of
+//! client transactions say who started them: bit 63 the trunks, bit 62 the proxy, else the
+//! registrar's keepalives.
 
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::SocketAddr;
@@ -37,6 +48,8 @@ use crate::transaction::{
     ResponseOutcome, ServerKey, TransactionLayer, TxEvent, TxSink,
 };
 
+use crate::routing::{is_proxy_token, GatewayStat, Proxy, ProxyMail, ProxyOut};
+
 use super::query::{RegistrarQuery, RegistrarReply};
 use super::register::{KeepaliveStarter, RegisterPath, Shared};
 use super::trunks::{is_trunk_token, Trunks};
@@ -45,7 +58,7 @@ use super::{Core, Outbox, ShardId};
 /// `Server:` header value.
 pub const SERVER_NAME: &str = concat!("sipshard/", env!("CARGO_PKG_VERSION"));
 /// Methods served at this stage (`Allow:` in 405 and OPTIONS responses).
-pub const ALLOW: &str = "OPTIONS, REGISTER, ACK, CANCEL";
+pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, UPDATE, INFO, PRACK";
 
 /// What shards send each other.
 #[derive(Debug)]
@@ -59,6 +72,14 @@ pub enum Mail {
     Registrar {
         query: Box<RegistrarQuery>,
         reply: crossbeam_channel::Sender<RegistrarReply>,
+    },
+    /// Between the proxy cores of two shards: gateway health, registered-user lookups.
+    Proxy(ProxyMail),
+    /// This shard's view of every gateway (health, counters), for the management side; the
+    /// answer goes to `reply` with `try_send`. Sum the counters over every shard; the `up` of
+    /// the row with `health_owner` is authoritative.
+    GatewayStats {
+        reply: crossbeam_channel::Sender<Vec<GatewayStat>>,
     },
 }
 
@@ -184,6 +205,9 @@ pub struct Dispatcher {
     events: Vec<TxEvent>,
     /// The outbound registrations (`[[trunks]]`) this shard owns.
     trunks: Trunks,
+    /// The proxy core: the calls this shard owns.
+    proxy: Proxy,
+    proxy_stopped: bool,
 }
 
 /// Adapts the runtime's `Outbox` to the transaction layer's sink.
@@ -191,6 +215,12 @@ struct Sink<'o, O> {
     out: &'o mut O,
     sent: &'o mut u64,
     events: &'o mut Vec<TxEvent>,
+}
+
+impl<O: Outbox<Mail>> ProxyOut for Sink<'_, O> {
+    fn mail(&mut self, shard: usize, mail: ProxyMail) {
+        self.out.mail(shard, Mail::Proxy(mail));
+    }
 }
 
 impl<O: Outbox<Mail>> TxSink for Sink<'_, O> {
@@ -237,7 +267,28 @@ impl Dispatcher {
             reg: RegisterPath::new(shard, config, shared, now),
             events: Vec::new(),
             trunks: Trunks::new(shard, shards.max(1), config, shared, now),
+            proxy: Proxy::new(
+                shard,
+                shards.max(1),
+                config,
+                shared.routing.clone(),
+                shared.accounts.clone(),
+                shared.nonce_key.clone(),
+                shared.cdr.clone(),
+                shared.seed,
+            ),
+            proxy_stopped: false,
         }
+    }
+
+    /// The proxy core of this shard (calls, gateway health and counters).
+    pub fn proxy(&self) -> &Proxy {
+        &self.proxy
+    }
+
+    /// Every gateway as this shard sees it, with this shard's counters (sum over shards).
+    pub fn gateway_stats(&self) -> Vec<GatewayStat> {
+        self.proxy.gateway_stats()
     }
 
     pub fn dispatch_counters(&self) -> DispatchCounters {
@@ -289,6 +340,7 @@ impl Dispatcher {
             reg,
             events,
             trunks,
+            proxy,
             ..
         } = self;
         let Ok(msg) = parser.parse(data) else {
@@ -299,9 +351,10 @@ impl Dispatcher {
             counters.responses += 1;
             handle_response(
                 *shard, &msg, data, src, handed_in, now, tx, counters, out, events, reg, trunks,
+                proxy,
             );
-            deliver_events(events, reg, trunks, now);
-            flush_trunk_timeouts(trunks, reg, tx, out, events, now);
+            deliver_events(events, reg, trunks, proxy, now);
+            flush_trunk_timeouts(trunks, reg, proxy, tx, out, events, now);
             return;
         }
         counters.requests += 1;
@@ -393,8 +446,10 @@ impl Dispatcher {
         }
         stateful(
             *shard, &msg, &via, src, reply_to, now, tx, out_buf, sent_by, counters, out, events,
-            reg,
+            reg, proxy,
         );
+        deliver_events(events, reg, trunks, proxy, now);
+        flush_trunk_timeouts(trunks, reg, proxy, tx, out, events, now);
     }
 }
 
@@ -589,6 +644,7 @@ fn stateful<O: Outbox<Mail>>(
     out: &mut O,
     events: &mut Vec<TxEvent>,
     reg: &mut RegisterPath,
+    proxy: &mut Proxy,
 ) {
     let method_bytes = msg.method().map(|m| m.as_bytes()).unwrap_or_default();
     let branch = via.branch().unwrap_or_default();
@@ -627,6 +683,7 @@ fn stateful<O: Outbox<Mail>>(
         },
     );
     counters.responses_sent += sent;
+    sent = 0;
     let tag = to_tag(shard, msg);
     // Writes a response with `Server` (and up to two more headers) into `out_buf`.
     let write = |out_buf: &mut Vec<u8>, status: u16, reason: &str, extra: &[(&str, &[u8])]| {
@@ -642,12 +699,40 @@ fn stateful<O: Outbox<Mail>>(
         };
         write_response(out_buf, msg, status, reason, &opts);
     };
+    let has_to_tag = msg.to().and_then(|t| t.tag()).is_some();
+    let mut cancel_of: Option<u64> = None;
     let (id, status) = match outcome {
         RequestOutcome::New(id) if msg.method() == Some(Method::Register) => {
             (id, reg.answer(msg, src, &tag, now, out_buf))
         }
+        RequestOutcome::New(id) if msg.method() == Some(Method::Invite) && !has_to_tag => {
+            let mut sink = Sink {
+                out,
+                sent: &mut sent,
+                events,
+            };
+            proxy.on_invite(id, msg, src, reply_to, now, tx, &reg.registrar, &mut sink);
+            counters.responses_sent += sent;
+            return;
+        }
+        RequestOutcome::New(id)
+            if has_to_tag
+                || matches!(
+                    msg.method(),
+                    Some(Method::Bye | Method::Update | Method::Info | Method::Prack)
+                ) =>
+        {
+            let mut sink = Sink {
+                out,
+                sent: &mut sent,
+                events,
+            };
+            proxy.on_in_dialog(Some(id), msg, src, now, tx, &mut sink);
+            counters.responses_sent += sent;
+            return;
+        }
         RequestOutcome::New(id) => {
-            // Every other method that reaches here is known but not served yet.
+            // Out-of-dialog SUBSCRIBE, NOTIFY, REFER, MESSAGE, PUBLISH: not served.
             counters.count_rejection(405);
             write(
                 out_buf,
@@ -658,8 +743,9 @@ fn stateful<O: Outbox<Mail>>(
             (id, 405)
         }
         RequestOutcome::NewCancel { id, target } => {
-            if target.is_some() {
+            if let Some(target) = target {
                 counters.cancel_200 += 1;
+                cancel_of = tx.token(target);
                 write(out_buf, 200, "OK", &[]);
                 (id, 200)
             } else {
@@ -672,24 +758,33 @@ fn stateful<O: Outbox<Mail>>(
             counters.acks_absorbed += 1;
             return;
         }
-        RequestOutcome::AckToTu { .. } | RequestOutcome::Ignored => {
+        RequestOutcome::AckToTu { .. } => {
+            // ACK for a 2xx: the proxy routes it by Route or dialog, statelessly.
+            let mut sink = Sink {
+                out,
+                sent: &mut sent,
+                events,
+            };
+            proxy.on_in_dialog(None, msg, src, now, tx, &mut sink);
+            return;
+        }
+        RequestOutcome::Ignored => {
             counters.drop_stray_ack += 1;
             return;
         }
         RequestOutcome::Retransmission { .. } => return,
     };
     let mut sent = 0u64;
-    let _ = tx.respond(
-        id,
-        status,
-        out_buf,
-        now,
-        &mut Sink {
-            out,
-            sent: &mut sent,
-            events,
-        },
-    );
+    let mut sink = Sink {
+        out,
+        sent: &mut sent,
+        events,
+    };
+    let _ = tx.respond(id, status, out_buf, now, &mut sink);
+    if let Some(token) = cancel_of.filter(|&t| is_proxy_token(t)) {
+        // After the 200 to the CANCEL: CANCEL the pending branches (487 when they confirm).
+        proxy.on_caller_cancel(token, now, tx, &mut sink);
+    }
     counters.responses_sent += sent;
 }
 
@@ -700,11 +795,15 @@ fn deliver_events(
     events: &mut Vec<TxEvent>,
     reg: &mut RegisterPath,
     trunks: &mut Trunks,
+    proxy: &mut Proxy,
     now: Millis,
 ) {
     for ev in events.drain(..) {
         match ev {
             TxEvent::Timeout { token, .. } if is_trunk_token(token) => trunks.on_timeout(token),
+            TxEvent::Timeout { token, cause, .. } if is_proxy_token(token) => {
+                proxy.queue_timeout(token, cause)
+            }
             TxEvent::Timeout { token, .. } => {
                 reg.registrar.on_keepalive_result(token, false, now);
             }
@@ -717,6 +816,7 @@ fn deliver_events(
 fn flush_trunk_timeouts<O: Outbox<Mail>>(
     trunks: &mut Trunks,
     reg: &mut RegisterPath,
+    proxy: &mut Proxy,
     tx: &mut TransactionLayer,
     out: &mut O,
     events: &mut Vec<TxEvent>,
@@ -733,10 +833,19 @@ fn flush_trunk_timeouts<O: Outbox<Mail>>(
                 events,
             },
         );
-        if events.is_empty() {
+        proxy.run_timeouts(
+            now,
+            tx,
+            &mut Sink {
+                out,
+                sent: &mut sent,
+                events,
+            },
+        );
+        if events.is_empty() && !proxy.has_timeouts() {
             break;
         }
-        deliver_events(events, reg, trunks, now);
+        deliver_events(events, reg, trunks, proxy, now);
     }
 }
 
@@ -754,6 +863,7 @@ fn handle_response<O: Outbox<Mail>>(
     events: &mut Vec<TxEvent>,
     reg: &mut RegisterPath,
     trunks: &mut Trunks,
+    proxy: &mut Proxy,
 ) {
     if msg.validate().is_err() {
         counters.drop_invalid_response += 1;
@@ -794,15 +904,26 @@ fn handle_response<O: Outbox<Mail>>(
             sent: &mut sent,
             events,
         },
-        |_req, _ack| {
-            // No client INVITE transactions exist yet at this stage; ACK building arrives with the
-            // proxy core.
-        },
+        |req, ack| proxy.build_ack(req, msg, ack),
     );
     match outcome {
         ResponseOutcome::NoMatch => counters.drop_stray_response += 1,
         // A trunk's REGISTER: its registration takes provisional and final answers (a challenge
         // or a 423 sends the next REGISTER at once).
+        ResponseOutcome::Pass { token, late, .. } if is_proxy_token(token) => {
+            proxy.on_response(
+                msg,
+                token,
+                late,
+                now,
+                tx,
+                &mut Sink {
+                    out,
+                    sent: &mut sent,
+                    events,
+                },
+            );
+        }
         ResponseOutcome::Pass { token, .. } if is_trunk_token(token) => {
             let mut requests = 0u64;
             trunks.on_response(
@@ -849,6 +970,33 @@ impl Core for Dispatcher {
             Mail::Registrar { query, reply } => {
                 super::query::answer(&mut self.reg, *query, now, &reply);
             }
+            Mail::Proxy(mail) => {
+                let Self {
+                    tx,
+                    reg,
+                    events,
+                    trunks,
+                    proxy,
+                    ..
+                } = self;
+                let mut sent = 0u64;
+                proxy.on_mail(
+                    mail,
+                    now,
+                    tx,
+                    &reg.registrar,
+                    &mut Sink {
+                        out,
+                        sent: &mut sent,
+                        events,
+                    },
+                );
+                deliver_events(events, reg, trunks, proxy, now);
+                flush_trunk_timeouts(trunks, reg, proxy, tx, out, events, now);
+            }
+            Mail::GatewayStats { reply } => {
+                let _ = reply.try_send(self.proxy.gateway_stats());
+            }
         }
     }
 
@@ -859,6 +1007,7 @@ impl Core for Dispatcher {
             reg,
             events,
             trunks,
+            proxy,
             ..
         } = self;
         tx.on_timers(
@@ -869,8 +1018,8 @@ impl Core for Dispatcher {
                 events,
             },
         );
-        deliver_events(events, reg, trunks, now);
-        flush_trunk_timeouts(trunks, reg, tx, out, events, now);
+        deliver_events(events, reg, trunks, proxy, now);
+        flush_trunk_timeouts(trunks, reg, proxy, tx, out, events, now);
         if reg.registrar.next_deadline().is_some_and(|d| d <= now) {
             let mut sink = Sink {
                 out,
@@ -884,8 +1033,8 @@ impl Core for Dispatcher {
                 started: 0,
             };
             reg.registrar.on_timers(now, &mut starter);
-            deliver_events(events, reg, trunks, now);
-            flush_trunk_timeouts(trunks, reg, tx, out, events, now);
+            deliver_events(events, reg, trunks, proxy, now);
+            flush_trunk_timeouts(trunks, reg, proxy, tx, out, events, now);
         }
         if trunks.next_deadline().is_some_and(|d| d <= now) {
             let mut requests = 0u64;
@@ -898,8 +1047,21 @@ impl Core for Dispatcher {
                     events,
                 },
             );
-            deliver_events(events, reg, trunks, now);
-            flush_trunk_timeouts(trunks, reg, tx, out, events, now);
+            deliver_events(events, reg, trunks, proxy, now);
+            flush_trunk_timeouts(trunks, reg, proxy, tx, out, events, now);
+        }
+        if proxy.next_deadline().is_some_and(|d| d <= now) {
+            proxy.on_timers(
+                now,
+                tx,
+                &mut Sink {
+                    out,
+                    sent: &mut sent,
+                    events,
+                },
+            );
+            deliver_events(events, reg, trunks, proxy, now);
+            flush_trunk_timeouts(trunks, reg, proxy, tx, out, events, now);
         }
         reg.expire(now);
     }
@@ -909,6 +1071,7 @@ impl Core for Dispatcher {
             self.tx.next_deadline(),
             self.reg.registrar.next_deadline(),
             self.trunks.next_deadline(),
+            self.proxy.next_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -918,6 +1081,7 @@ impl Core for Dispatcher {
     fn set_local_addr(&mut self, local: SocketAddr) {
         self.reg.set_local_addr(local);
         self.trunks.set_local_addr(local);
+        self.proxy.set_local_addr(local);
     }
 
     fn set_wall_clock(&mut self, unix_ms_at_zero: u64) {
@@ -932,8 +1096,15 @@ impl Core for Dispatcher {
             reg,
             events,
             trunks,
+            proxy,
+            proxy_stopped,
             ..
         } = self;
+        if !*proxy_stopped {
+            // Calls still in progress or in dialog get their CDR (end reason Shutdown).
+            *proxy_stopped = true;
+            proxy.shutdown(now);
+        }
         let mut requests = 0u64;
         let done = trunks.shutdown(
             now,
@@ -944,8 +1115,8 @@ impl Core for Dispatcher {
                 events,
             },
         );
-        deliver_events(events, reg, trunks, now);
-        flush_trunk_timeouts(trunks, reg, tx, out, events, now);
+        deliver_events(events, reg, trunks, proxy, now);
+        flush_trunk_timeouts(trunks, reg, proxy, tx, out, events, now);
         done && trunks.all_stopped()
     }
 
@@ -984,6 +1155,8 @@ impl Core for Dispatcher {
             ("trunk_registrations", self.trunks.times_registered),
             ("trunk_registers_sent", self.trunks.registers_sent),
         ]);
+        v.extend(self.proxy.counters.pairs());
+        v.push(("calls_live", self.proxy.live_calls() as u64));
         v
     }
 }

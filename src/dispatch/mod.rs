@@ -60,6 +60,7 @@ pub mod query;
 mod register;
 mod trunks;
 
+pub use crate::routing::{GatewayCounters, GatewayStat, ProxyMail};
 pub use dispatcher::{owner_of_call_id, DispatchCounters, Dispatcher, Mail, ALLOW, SERVER_NAME};
 pub use query::{ContactRow, OwnedBindingRow, OwnedListFilter, RegistrarQuery, RegistrarReply};
 pub use register::{RegisterCounters, RegisterPath, Shared};

@@ -14,6 +14,7 @@ use crate::registrar::accounts::{Accounts, NO_ACCOUNT};
 use crate::registrar::auth::{AuthDecision, Authenticator};
 use crate::registrar::core::{Registrar, RegistrarCounters, RegistrarSink};
 use crate::registrar::guard::{FailReason, FailedLog, FailedRegistration, SourceLimiter};
+use crate::routing::RoutingTable;
 use crate::sip::digest::NonceKey;
 use crate::sip::{write_response, HeaderKind, Message, ResponseOptions};
 use crate::timer::Millis;
@@ -40,6 +41,9 @@ pub struct Shared {
     pub trunk_local_ips: Vec<Option<std::net::IpAddr>>,
     /// Where finished calls' CDRs go (the runtime's CDR writer); disabled by default.
     pub cdr: CdrSender,
+    /// Gateways, routes and peers (`[[gateways]]`, `[[routes]]`, `[[peers]]`), and the
+    /// per-gateway `max_calls` counters shared by every shard.
+    pub routing: Arc<RoutingTable>,
 }
 
 impl Shared {
@@ -54,6 +58,7 @@ impl Shared {
             trunk_destinations: Vec::new(),
             trunk_local_ips: Vec::new(),
             cdr: CdrSender::disabled(),
+            routing: Arc::new(RoutingTable::new(config)),
         })
     }
 }

@@ -276,8 +276,9 @@ pub(crate) struct Slot {
     pub binding: Option<Binding>,
 }
 
-/// Generations wrap at 2^31.
-pub const GENERATION_MASK: u32 = 0x7fff_ffff;
+/// Generations wrap at 2^30, so `BindingId::to_u64` never sets bit 63 (trunk tokens) nor bit 62
+/// (proxy tokens).
+pub const GENERATION_MASK: u32 = 0x3fff_ffff;
 
 /// Identifies one binding (slab index + generation); stale ids never match a later binding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -287,7 +288,8 @@ pub struct BindingId {
 }
 
 impl BindingId {
-    /// The top bit is never set (generations are below 2^31): tokens with it belong to others.
+    /// Bits 63 and 62 are never set (generations are below 2^30): tokens with them belong to
+    /// the trunks and the proxy.
     pub fn to_u64(self) -> u64 {
         u64::from(self.generation & GENERATION_MASK) << 32 | u64::from(self.index)
     }
@@ -478,8 +480,8 @@ impl Store {
             }
         }
         let slot = &mut self.slots[idx as usize];
-        // Generations stay below 2^31 so `BindingId::to_u64` never sets the top bit (the
-        // dispatcher's trunk tokens use it).
+        // Generations stay below 2^30 so `BindingId::to_u64` never sets bits 63 and 62 (the
+        // dispatcher's trunk and proxy tokens use them).
         slot.generation = slot.generation.wrapping_add(1) & GENERATION_MASK;
         let b = slot.binding.take().expect("live binding");
         self.free.push(idx);
