@@ -9,12 +9,14 @@
 //! the contract used by the rest of the crate. Build a `Config` with [`Config::from_toml_str`],
 //! [`Config::load`] or [`Config::embedded_default`]; every value in it has been range-checked.
 
+mod admin;
 mod params;
 mod registrar;
 #[cfg(test)]
 mod tests;
 mod trunks;
 
+pub use admin::AdminConfig;
 pub use params::{
     fmt_ms, lookup, lookup_dotted, seconds_to_ms, DecimalError, Kind, ParamInfo, Section,
     INTERVALS_MAX, INTERVAL_MAX_MS, INTERVAL_MIN_MS, PARAMS, UA_EXPIRE_MAX_S, UA_EXPIRE_MIN_S,
@@ -124,6 +126,8 @@ pub struct Config {
     pub trunks: Vec<TrunkConfig>,
     /// Log filter, e.g. "info" or "sipshard=debug".
     pub log_level: String,
+    /// `[admin]`: the management HTTP server.
+    pub admin: AdminConfig,
 }
 
 impl TransactionTimers {
@@ -276,6 +280,7 @@ impl Default for Config {
             registrar: RegistrarConfig::default(),
             trunks: Vec::new(),
             log_level: "info".to_string(),
+            admin: AdminConfig::default(),
         }
     }
 }
@@ -455,6 +460,7 @@ impl Config {
             (Section::Sip, "registrar_max_bindings") => q.registrar_max_bindings.to_string(),
             (Section::Registrar, key) => self.registrar_value_text(key),
             (Section::Log, "level") => self.log_level.clone(),
+            (Section::Admin, key) => self.admin.value_text(key),
             _ => unreachable!("parameter {} has no value_text", p.dotted()),
         }
     }
@@ -522,6 +528,7 @@ impl Config {
             }
             (Section::Registrar, key, v) => self.registrar_apply(p, key, v),
             (Section::Log, "level", Val::Str(l)) => self.log_level = l,
+            (Section::Admin, key, v) => self.admin.apply(key, v),
             (_, _, v) => unreachable!("parameter {} cannot take {v:?}", p.dotted()),
         }
     }
@@ -815,6 +822,13 @@ fn cross_checks(cfg: &Config, text: &str, given: &[Option<Given>], errors: &mut 
             .and_then(|g| g.line)
             .or_else(|| find_line(text, Some(section.name()), Some(key)))
     };
+    if let Some(message) = cfg.admin.problem() {
+        errors.push(ConfigError {
+            key: "admin.token".to_string(),
+            line: line_of(Section::Admin, "listen").or_else(|| line_of(Section::Admin, "token")),
+            message,
+        });
+    }
     if r.max_expires_s < r.min_expires_s {
         errors.push(ConfigError {
             key: "registrar.max_expires".to_string(),
@@ -870,7 +884,7 @@ fn unknown_key(section: Section, name: &str, line: Option<usize>) -> ConfigError
 }
 
 fn unknown_outside_sections(text: &str, name: &str, value: &toml::Value) -> ConfigError {
-    let known = "known sections: [server], [sip], [registrar], [log], [[trunks]]";
+    let known = "known sections: [server], [sip], [registrar], [log], [admin], [[trunks]]";
     if let toml::Value::Table(_) = value {
         let mut message = format!("unknown section [{name}]; {known}");
         if let Some(s) = Section::ALL
