@@ -37,7 +37,7 @@ use crate::transaction::{
     ResponseOutcome, ServerKey, TransactionLayer, TxEvent, TxSink,
 };
 
-use super::query::{RegistrarQuery, RegistrarReply};
+use super::query::{AdminQuery, AdminReply, RegistrarQuery, RegistrarReply};
 use super::register::{KeepaliveStarter, RegisterPath, Shared};
 use super::trunks::{is_trunk_token, Trunks};
 use super::{Core, Outbox, ShardId};
@@ -59,6 +59,13 @@ pub enum Mail {
     Registrar {
         query: Box<RegistrarQuery>,
         reply: crossbeam_channel::Sender<RegistrarReply>,
+    },
+    /// A management query (outbound registration status, force re-register, live core
+    /// counters), from the admin side; answered like `Registrar` (`try_send`, never blocks).
+    /// Boxed for the same reason.
+    Admin {
+        query: Box<AdminQuery>,
+        reply: crossbeam_channel::Sender<AdminReply>,
     },
 }
 
@@ -264,6 +271,47 @@ impl Dispatcher {
     /// The outbound registrations this shard owns.
     pub fn trunks(&self) -> &Trunks {
         &self.trunks
+    }
+
+    /// The answer to a management query (see [`AdminQuery`]).
+    fn admin_answer<O: Outbox<Mail>>(
+        &mut self,
+        query: AdminQuery,
+        now: Millis,
+        out: &mut O,
+    ) -> AdminReply {
+        match query {
+            AdminQuery::Trunks => AdminReply::Trunks(
+                self.trunks
+                    .registrations()
+                    .map(|r| super::query::trunk_row(self.shard, r))
+                    .collect(),
+            ),
+            AdminQuery::Reregister { name } => {
+                let Self {
+                    tx,
+                    reg,
+                    events,
+                    trunks,
+                    ..
+                } = self;
+                let mut requests = 0u64;
+                let ok = trunks.force_register(
+                    &name,
+                    now,
+                    tx,
+                    &mut Sink {
+                        out,
+                        sent: &mut requests,
+                        events,
+                    },
+                );
+                deliver_events(events, reg, trunks, now);
+                flush_trunk_timeouts(trunks, reg, tx, out, events, now);
+                AdminReply::Reregistered(ok)
+            }
+            AdminQuery::Counters => AdminReply::Counters(Core::counters(self)),
+        }
     }
 
     fn handle<O: Outbox<Mail>>(
@@ -856,6 +904,10 @@ impl Core for Dispatcher {
             }
             Mail::Registrar { query, reply } => {
                 super::query::answer(&mut self.reg, *query, now, &reply);
+            }
+            Mail::Admin { query, reply } => {
+                let r = self.admin_answer(*query, now, out);
+                let _ = reply.try_send(r);
             }
         }
     }

@@ -52,7 +52,18 @@ pub enum RegistrarQuery {
     UserAgents,
     /// The `limit` most recent failed registrations of this shard, most recent first.
     FailedLog { limit: usize },
+    /// Live bindings in slab order from slot `from`, at most `limit` rows (bounded work per
+    /// mail: at most `SCAN_SLOTS_PER_ROW * limit` slots are looked at); the reply says where to
+    /// continue. For walking the whole table a slice at a time (CSV export, analysis).
+    Scan { from: u32, limit: usize },
+    /// Every live binding of an AOR key, as management rows (ask the owner shard). Answered
+    /// with `Rows`.
+    Details { aor: Box<[u8]> },
 }
+
+/// Slots a [`RegistrarQuery::Scan`] may look at per row asked for (bounds the work of one mail
+/// on a sparse table).
+pub const SCAN_SLOTS_PER_ROW: usize = 4;
 
 /// A reachable contact (answer to [`RegistrarQuery::Lookup`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -101,6 +112,80 @@ pub enum RegistrarReply {
     Counts(RegistrarCounters),
     UserAgents(Vec<(Box<[u8]>, u64)>),
     Failed(Vec<FailedRegistration>),
+    /// Answer to [`RegistrarQuery::Scan`]: rows, and the slot to continue from (None: done).
+    Scanned {
+        rows: Vec<OwnedBindingRow>,
+        next: Option<u32>,
+    },
+}
+
+/// What the management side asks one shard besides its registrar (`Mail::Admin`).
+#[derive(Clone, Debug)]
+pub enum AdminQuery {
+    /// The status of the outbound registrations this shard owns.
+    Trunks,
+    /// Start a new attempt of this trunk now (ask its owner, `shard_by_hash(name)`).
+    Reregister { name: Box<str> },
+    /// The core's counters (the same pairs as at exit), live.
+    Counters,
+}
+
+/// One outbound registration's status (answer to [`AdminQuery::Trunks`]). Times are on the
+/// server clock (ms since start), like [`OwnedBindingRow::registered_at`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrunkRow {
+    pub name: String,
+    /// registering / registered / retrying / unregistering / stopped / idle.
+    pub state: &'static str,
+    pub shard: usize,
+    /// `host:port` of the registrar, and of the outbound proxy if any.
+    pub registrar: String,
+    pub outbound_proxy: Option<String>,
+    pub username: String,
+    /// None: Auto Negotiation.
+    pub requested_expiry_s: Option<u32>,
+    pub effective_expiry_s: Option<u32>,
+    pub registered_until: Option<Millis>,
+    pub next_action_at: Option<Millis>,
+    pub last_status: Option<u16>,
+    pub last_error: Option<String>,
+    pub requests: u64,
+    pub attempts: u64,
+    pub successes: u64,
+    pub failures: u64,
+}
+
+/// What one shard answers to an [`AdminQuery`].
+#[derive(Clone, Debug)]
+pub enum AdminReply {
+    Trunks(Vec<TrunkRow>),
+    /// Whether the trunk was found here and a new attempt started.
+    Reregistered(bool),
+    Counters(Vec<(&'static str, u64)>),
+}
+
+/// The status row of one outbound registration.
+pub fn trunk_row(shard: usize, r: &crate::trunk::OutboundRegistration) -> TrunkRow {
+    let s = r.status();
+    let c = r.config();
+    TrunkRow {
+        name: c.name.clone(),
+        state: s.state.name(),
+        shard,
+        registrar: format!("{}:{}", c.registrar, c.port),
+        outbound_proxy: c.outbound_proxy.as_ref().map(|(h, p)| format!("{h}:{p}")),
+        username: c.username.clone(),
+        requested_expiry_s: c.expire_s,
+        effective_expiry_s: s.effective_expiry_s,
+        registered_until: s.registered_until,
+        next_action_at: s.next_action_at,
+        last_status: s.last_status,
+        last_error: s.last_error,
+        requests: s.requests,
+        attempts: s.attempts,
+        successes: s.successes,
+        failures: s.failures,
+    }
 }
 
 /// Answers `query` from this shard's REGISTER path and sends the reply with `try_send` (a full
@@ -176,24 +261,7 @@ pub fn build(reg: &mut RegisterPath, query: RegistrarQuery, now: Millis) -> Regi
             let accounts = reg.accounts();
             let rows = rows
                 .into_iter()
-                .map(|r| OwnedBindingRow {
-                    aor: r.aor.into(),
-                    contact: r.contact.into(),
-                    call_id: r.call_id.into(),
-                    source: r.source,
-                    account: (r.account != NO_ACCOUNT && (r.account as usize) < accounts.len())
-                        .then(|| accounts.get(r.account).user.clone()),
-                    user_agent: r.user_agent.into(),
-                    registered_at: r.registered_at,
-                    expires_in_s: if r.status == Status::Unregistered {
-                        0
-                    } else {
-                        secs_left(r.expires_at, now)
-                    },
-                    status: r.status,
-                    nat: r.nat,
-                    removal: r.removal,
-                })
+                .map(|r| owned_row(accounts, r, now))
                 .collect();
             RegistrarReply::Rows {
                 rows,
@@ -213,6 +281,56 @@ pub fn build(reg: &mut RegisterPath, query: RegistrarQuery, now: Millis) -> Regi
         RegistrarQuery::FailedLog { limit } => {
             RegistrarReply::Failed(reg.failed_log().recent().take(limit).cloned().collect())
         }
+        RegistrarQuery::Details { aor } => {
+            let ids: Vec<_> = reg.registrar.lookup(&aor, now).map(|c| c.id).collect();
+            let accounts = reg.accounts();
+            let rows: Vec<OwnedBindingRow> = ids
+                .into_iter()
+                .filter_map(|id| reg.registrar.binding(id, now))
+                .map(|r| owned_row(accounts, r, now))
+                .collect();
+            let total = rows.len();
+            RegistrarReply::Rows { rows, total }
+        }
+        RegistrarQuery::Scan { from, limit } => {
+            let limit = limit.max(1);
+            let (rows, next) =
+                reg.registrar
+                    .scan(from, limit, limit.saturating_mul(SCAN_SLOTS_PER_ROW), now);
+            let accounts = reg.accounts();
+            RegistrarReply::Scanned {
+                rows: rows
+                    .into_iter()
+                    .map(|r| owned_row(accounts, r, now))
+                    .collect(),
+                next,
+            }
+        }
+    }
+}
+
+fn owned_row(
+    accounts: &crate::registrar::accounts::Accounts,
+    r: crate::registrar::core::BindingRow<'_>,
+    now: Millis,
+) -> OwnedBindingRow {
+    OwnedBindingRow {
+        aor: r.aor.into(),
+        contact: r.contact.into(),
+        call_id: r.call_id.into(),
+        source: r.source,
+        account: (r.account != NO_ACCOUNT && (r.account as usize) < accounts.len())
+            .then(|| accounts.get(r.account).user.clone()),
+        user_agent: r.user_agent.into(),
+        registered_at: r.registered_at,
+        expires_in_s: if r.status == Status::Unregistered {
+            0
+        } else {
+            secs_left(r.expires_at, now)
+        },
+        status: r.status,
+        nat: r.nat,
+        removal: r.removal,
     }
 }
 

@@ -1354,6 +1354,36 @@ impl Registrar {
         ListPage { rows, total }
     }
 
+    /// Live bindings in slab order from slot `from`: at most `max_rows` rows, looking at most
+    /// at `max_slots` slots, so one call does bounded work whatever the table size (the admin
+    /// side's streamed export and network breakdown walk the table a slice per mail). Returns
+    /// the rows and the slot to continue from (None: the end was reached). A binding that
+    /// stays live for the whole walk is seen exactly once (slots of live bindings never move);
+    /// one added or removed meanwhile may or may not be.
+    pub fn scan(
+        &self,
+        from: u32,
+        max_rows: usize,
+        max_slots: usize,
+        now: Millis,
+    ) -> (Vec<BindingRow<'_>>, Option<u32>) {
+        let slots = &self.store.slots;
+        let mut rows = Vec::with_capacity(max_rows.min(4096));
+        let start = (from as usize).min(slots.len());
+        let end = start.saturating_add(max_slots.max(1)).min(slots.len());
+        let mut i = start;
+        while i < end && rows.len() < max_rows {
+            if let Some(b) = &slots[i].binding {
+                if b.expires_at > now {
+                    rows.push(self.row(i as u32, now));
+                }
+            }
+            i += 1;
+        }
+        let next = (i < slots.len()).then_some(i as u32);
+        (rows, next)
+    }
+
     /// Removes one binding or every binding of an AOR at once (the endpoint learns on its next
     /// refresh). Returns how many were removed.
     pub fn force_unregister(&mut self, target: Target, now: Millis) -> usize {

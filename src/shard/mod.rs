@@ -262,6 +262,11 @@ impl<M> Mailer<M> {
         self.peers.len()
     }
 
+    /// Mail waiting in each shard's mailbox now, by shard id (a gauge for metrics).
+    pub fn depths(&self) -> Vec<usize> {
+        self.peers.iter().map(|p| p.tx.len()).collect()
+    }
+
     /// Queue `mail` for `shard` (never blocks) and wake it.
     pub fn send(&self, shard: ShardId, mail: M) -> Result<(), MailError<M>> {
         let Some(peer) = self.peers.get(shard) else {
