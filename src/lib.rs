@@ -4,7 +4,7 @@
 //! - `sip`, `timer`, `config`, `io`: foundations; they import none of the rest.
 //! - `cdr` (record types only), `transaction`, `registrar`, `trunk`, `dispatch`: the sans-IO protocol core. No sockets,
 //!   threads, clocks or locks; time is passed in as [`timer::Millis`].
-//! - `shard`, `server`, `cli`: the runtime that owns sockets, threads and the clock.
+//! - `shard`, `server`, `admin`, `cli`: the runtime that owns sockets, threads and the clock.
 
 pub mod cdr;
 pub mod config;
@@ -16,6 +16,7 @@ pub mod timer;
 pub mod transaction;
 pub mod trunk;
 
+pub mod admin;
 pub mod cli;
 pub mod server;
 pub mod shard;
