@@ -26,8 +26,8 @@ pub struct Snapshot<'a> {
 
 /// Core counters that are levels, not running totals.
 const CORE_GAUGES: &[&str] = &[
-    "live_client",
-    "live_server",
+    "tx_live_client",
+    "tx_live_server",
     "bindings_live",
     "bindings_nat",
     "trunks_registered",
@@ -198,19 +198,19 @@ pub fn render(s: &Snapshot) -> String {
             "sipshard_transactions_total",
             "counter",
             "Transactions created (client and server).",
-            core("created_client") + core("created_server"),
+            core("tx_created_client") + core("tx_created_server"),
         );
         o.one(
             "sipshard_retransmissions_total",
             "counter",
             "Retransmissions sent by our transactions.",
-            core("retransmissions_sent"),
+            core("tx_retransmissions_sent"),
         );
         o.one(
             "sipshard_transactions_live",
             "gauge",
             "Transactions alive now.",
-            core("live_client") + core("live_server"),
+            core("tx_live_client") + core("tx_live_server"),
         );
         for &(k, v) in s.core {
             let gauge = CORE_GAUGES.contains(&k);
@@ -258,8 +258,8 @@ mod tests {
         };
         let core = [
             ("register_ok", 5),
-            ("live_client", 2),
-            ("created_client", 7),
+            ("tx_live_client", 2),
+            ("tx_created_client", 7),
         ];
         let reg = RegistrarCounters {
             bindings_live: 9,
@@ -277,8 +277,10 @@ mod tests {
         assert!(text.contains("sipshard_mailbox_depth{shard=\"1\"} 2\n"));
         assert!(text.contains("\nsipshard_bindings_active 9\n"));
         assert!(text.contains("\nsipshard_registrations_total 5\n"));
-        assert!(text.contains("# TYPE sipshard_core_live_client gauge\n"));
-        assert!(text.contains("\nsipshard_core_created_client_total 7\n"));
+        assert!(text.contains("# TYPE sipshard_core_tx_live_client gauge\n"));
+        assert!(text.contains("\nsipshard_transactions_total 7\n"));
+        assert!(text.contains("\nsipshard_transactions_live 2\n"));
+        assert!(text.contains("\nsipshard_core_tx_created_client_total 7\n"));
         assert!(text.contains("sipshard_trunk_registrations{state=\"registered\"} 0\n"));
     }
 }
