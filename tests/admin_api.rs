@@ -187,6 +187,7 @@ fn parse_prometheus(text: &str) -> HashMap<String, f64> {
     let mut types: HashMap<String, String> = HashMap::new();
     let mut helps: BTreeSet<String> = BTreeSet::new();
     let mut samples = HashMap::new();
+    let mut last_bucket: HashMap<String, f64> = HashMap::new();
     assert!(text.ends_with('\n'), "must end with a newline");
     for (i, line) in text.lines().enumerate() {
         let ctx = format!("line {}: {line:?}", i + 1);
@@ -239,9 +240,33 @@ fn parse_prometheus(text: &str) -> HashMap<String, f64> {
             }
         };
         assert!(valid_name(name), "{ctx}");
+        // Histogram series are the family name plus _bucket (with le), _sum or _count.
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .filter_map(|suf| name.strip_suffix(suf))
+            .find(|f| types.get(*f).map(String::as_str) == Some("histogram"))
+            .unwrap_or(name);
         let kind = types
-            .get(name)
+            .get(family)
             .unwrap_or_else(|| panic!("sample before its TYPE: {ctx}"));
+        if kind == "histogram" {
+            assert_ne!(family, name, "a histogram sample needs a suffix: {ctx}");
+            if name.ends_with("_bucket") {
+                assert!(series.contains("le=\""), "bucket without le: {ctx}");
+                let prev = last_bucket.insert(family.to_string(), v);
+                assert!(
+                    prev.map_or(true, |p| p <= v),
+                    "buckets must be cumulative: {ctx}"
+                );
+            }
+            if name.ends_with("_count") {
+                assert_eq!(
+                    last_bucket.get(family),
+                    Some(&v),
+                    "+Inf bucket != count: {ctx}"
+                );
+            }
+        }
         if kind == "counter" {
             assert!(name.ends_with("_total"), "counter without _total: {ctx}");
             assert!(v >= 0.0, "{ctx}");
@@ -527,6 +552,8 @@ fn registrations_api_with_sipp_bindings() {
     );
     assert!(d("sipshard_transactions_total") >= (live + 2) as f64);
     assert!(after.contains_key("sipshard_mailbox_depth{shard=\"1\"}"));
+    assert!(d("sipshard_loop_busy_seconds_count") >= 1.0);
+    assert!(after["sipshard_loop_busy_seconds_sum"] > 0.0);
     assert!(after.contains_key("sipshard_datagrams_dropped_total{cause=\"kernel_rx_queue\"}"));
 
     // sipshard ctl against the same server.

@@ -10,7 +10,7 @@ use std::fmt::Write;
 use crate::dispatch::TrunkRow;
 use crate::registrar::core::RegistrarCounters;
 use crate::registrar::guard::FailReason;
-use crate::shard::ShardStats;
+use crate::shard::{BusySnapshot, ShardStats, BUSY_BOUNDS_US};
 
 /// Everything one scrape shows.
 pub struct Snapshot<'a> {
@@ -22,6 +22,8 @@ pub struct Snapshot<'a> {
     pub trunks: &'a [TrunkRow],
     /// Mail waiting per shard.
     pub mailbox_depths: &'a [usize],
+    /// Loop busy-time histogram summed over shards.
+    pub busy: BusySnapshot,
 }
 
 /// Core counters that are levels, not running totals.
@@ -138,6 +140,22 @@ pub fn render(s: &Snapshot) -> String {
     ] {
         o.labeled("sipshard_datagrams_dropped_total", "cause", cause, v);
     }
+    let h = "sipshard_loop_busy_seconds";
+    o.head(
+        h,
+        "histogram",
+        "Processing time of shard loop iterations (receive, mail, timers, sends), per iteration.",
+    );
+    let mut cumulative = 0;
+    for (i, bound) in BUSY_BOUNDS_US.iter().enumerate() {
+        cumulative += s.busy.buckets[i];
+        let le = format!("{}", *bound as f64 / 1e6);
+        o.labeled(&format!("{h}_bucket"), "le", &le, cumulative);
+    }
+    cumulative += s.busy.buckets[BUSY_BOUNDS_US.len()];
+    o.labeled(&format!("{h}_bucket"), "le", "+Inf", cumulative);
+    let _ = writeln!(o.0, "{h}_sum {}", s.busy.sum_ns as f64 / 1e9);
+    let _ = writeln!(o.0, "{h}_count {}", s.busy.count);
     if !s.mailbox_depths.is_empty() {
         o.head(
             "sipshard_mailbox_depth",
@@ -271,7 +289,27 @@ mod tests {
             registrar: Some(&reg),
             trunks: &[],
             mailbox_depths: &[0, 2],
+            busy: BusySnapshot {
+                buckets: {
+                    let mut b = [0; BUSY_BOUNDS_US.len() + 1];
+                    b[0] = 2;
+                    b[3] = 1;
+                    b[BUSY_BOUNDS_US.len()] = 1;
+                    b
+                },
+                sum_ns: 1_500_000_000,
+                count: 4,
+            },
         });
+        assert!(
+            text.contains("sipshard_loop_busy_seconds_bucket{le=\"0.000005\"} 2\n"),
+            "{text}"
+        );
+        assert!(text.contains("sipshard_loop_busy_seconds_bucket{le=\"0.00005\"} 3\n"));
+        assert!(text.contains("sipshard_loop_busy_seconds_bucket{le=\"0.1\"} 3\n"));
+        assert!(text.contains("sipshard_loop_busy_seconds_bucket{le=\"+Inf\"} 4\n"));
+        assert!(text.contains("\nsipshard_loop_busy_seconds_sum 1.5\n"));
+        assert!(text.contains("\nsipshard_loop_busy_seconds_count 4\n"));
         assert!(text.contains("\nsipshard_datagrams_in_total 7\n"), "{text}");
         assert!(text.contains("sipshard_datagrams_dropped_total{cause=\"kernel_rx_queue\"} 1\n"));
         assert!(text.contains("sipshard_mailbox_depth{shard=\"1\"} 2\n"));

@@ -775,6 +775,7 @@ impl Api {
             registrar: reg.as_ref(),
             trunks: &trunks,
             mailbox_depths: &depths,
+            busy: self.ctx.control.busy(),
         });
         Ok(Response::new(
             200,
