@@ -34,6 +34,7 @@ use http::{Body, Handler, Listener, Producer, Request, Response, StopHandle};
 /// Every route served: (method, path template). The OpenAPI description must list exactly these
 /// (a test checks).
 pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/"),
     ("GET", "/api/v1/status"),
     ("GET", "/api/v1/registrations"),
     ("GET", "/api/v1/registrations/export.csv"),
@@ -48,6 +49,15 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/openapi.json"),
     ("GET", "/metrics"),
 ];
+
+/// The management web page: one self-contained file (styles and script inline, no CDN), so it
+/// works offline; built into the binary.
+pub const INDEX_HTML: &str = include_str!("web/index.html");
+
+/// What the page may load: only itself and the API (no third-party hosts).
+const PAGE_CSP: &str =
+    "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+                        img-src 'self' data: blob:; connect-src 'self'; frame-ancestors 'none'";
 
 /// The OpenAPI 3 description of [`ROUTES`].
 pub const OPENAPI_JSON: &str = include_str!("openapi.json");
@@ -483,6 +493,7 @@ impl Api {
         let segs: Vec<&str> = path.split('/').skip(1).collect();
         let m = req.method.as_str();
         match (m, segs.as_slice()) {
+            ("GET", []) => Ok(page()),
             ("GET", ["metrics"]) => self.metrics(),
             ("GET", ["api", "v1", "openapi.json"]) => Ok(Response::new(
                 200,
@@ -794,8 +805,23 @@ fn template_matches(template: &str, segs: &[&str]) -> bool {
             .all(|(a, b)| a.starts_with('{') || a == b)
 }
 
+fn page() -> Response {
+    Response::new(
+        200,
+        "text/html; charset=utf-8",
+        INDEX_HTML.as_bytes().to_vec(),
+    )
+    .with_header("Content-Security-Policy", PAGE_CSP)
+    .with_header("X-Content-Type-Options", "nosniff")
+}
+
 impl Handler for Api {
     fn handle(&mut self, req: &Request) -> Response {
+        // The page itself is static (no data): a browser cannot send a bearer token when it
+        // navigates, so it is served without one; every API call it makes carries the token.
+        if req.method == "GET" && req.path == "/" {
+            return page();
+        }
         if let Err(r) = self.authorize(req) {
             return r;
         }
