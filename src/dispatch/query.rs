@@ -12,7 +12,9 @@ use std::net::SocketAddr;
 use crossbeam_channel::Sender;
 
 use crate::registrar::accounts::NO_ACCOUNT;
-use crate::registrar::core::{IpFilter, ListFilter, Page, RegistrarCounters, Status, Target};
+use std::collections::BinaryHeap;
+
+use crate::registrar::core::{BindingRow, IpFilter, ListFilter, RegistrarCounters, Status, Target};
 use crate::registrar::guard::FailedRegistration;
 use crate::registrar::RemovalReason;
 use crate::timer::Millis;
@@ -243,30 +245,32 @@ pub fn build(reg: &mut RegisterPath, query: RegistrarQuery, now: Millis) -> Regi
                 account,
                 status: filter.status,
             };
-            let all = Page {
-                offset: 0,
-                limit: usize::MAX,
-            };
-            let page = reg.registrar.list(&f, all, now);
-            let mut rows = page.rows;
-            rows.sort_by(|a, b| {
-                (a.aor, a.contact, a.status as u8, a.registered_at).cmp(&(
-                    b.aor,
-                    b.contact,
-                    b.status as u8,
-                    b.registered_at,
-                ))
+            // Keep only the first `offset + limit` rows in (AOR, contact) order: a bounded
+            // max-heap, so a page costs one pass over the table and O(k) memory, not a sort of
+            // every row.
+            let keep = offset.saturating_add(limit);
+            let mut heap: BinaryHeap<Ordered<'_>> = BinaryHeap::with_capacity(keep.min(4096));
+            let mut total = 0usize;
+            reg.registrar.visit(&f, now, |row| {
+                total += 1;
+                if keep == 0 {
+                    return;
+                }
+                let row = Ordered(row);
+                if heap.len() < keep {
+                    heap.push(row);
+                } else if heap.peek().is_some_and(|top| row < *top) {
+                    heap.pop();
+                    heap.push(row);
+                }
             });
-            rows.truncate(offset.saturating_add(limit));
+            let rows: Vec<_> = heap.into_sorted_vec().into_iter().map(|o| o.0).collect();
             let accounts = reg.accounts();
             let rows = rows
                 .into_iter()
                 .map(|r| owned_row(accounts, r, now))
                 .collect();
-            RegistrarReply::Rows {
-                rows,
-                total: page.total,
-            }
+            RegistrarReply::Rows { rows, total }
         }
         RegistrarQuery::ForceUnregister { aor } => {
             RegistrarReply::Removed(reg.registrar.force_unregister(Target::Aor(&aor), now))
@@ -306,6 +310,33 @@ pub fn build(reg: &mut RegisterPath, query: RegistrarQuery, now: Millis) -> Regi
                 next,
             }
         }
+    }
+}
+
+/// A management row ordered as pages are: by (AOR, contact, status, registration time).
+struct Ordered<'a>(BindingRow<'a>);
+
+impl Ordered<'_> {
+    fn key(&self) -> (&[u8], &[u8], u8, Millis) {
+        let r = &self.0;
+        (r.aor, r.contact, r.status as u8, r.registered_at)
+    }
+}
+
+impl PartialEq for Ordered<'_> {
+    fn eq(&self, o: &Self) -> bool {
+        self.key() == o.key()
+    }
+}
+impl Eq for Ordered<'_> {}
+impl PartialOrd for Ordered<'_> {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Ordered<'_> {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        self.key().cmp(&o.key())
     }
 }
 
