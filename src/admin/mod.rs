@@ -186,11 +186,18 @@ fn removal_name(r: RemovalReason) -> &'static str {
     }
 }
 
-/// The network a source belongs to for the breakdown: /24 for IPv4, /48 for IPv6.
-pub fn network_of(ip: IpAddr) -> String {
+/// The network a source belongs to for the breakdown (/24 for IPv4, /48 for IPv6): its masked
+/// address and prefix length.
+pub fn network_key(ip: IpAddr) -> (IpAddr, u8) {
     let ip = ip.to_canonical();
     let prefix = if ip.is_ipv4() { 24 } else { 48 };
-    format!("{}/{prefix}", mask_ip(ip, prefix))
+    (mask_ip(ip, prefix), prefix)
+}
+
+/// [`network_key`] as text, e.g. `192.0.2.0/24`.
+pub fn network_of(ip: IpAddr) -> String {
+    let (net, prefix) = network_key(ip);
+    format!("{net}/{prefix}")
 }
 
 /// Parse `IP` or `IP/PREFIX` for the `ip` filter.
@@ -463,7 +470,8 @@ impl Api {
 
     /// The token rule: every mutating call needs it; every call when listening beyond loopback.
     fn authorize(&self, req: &Request) -> Result<(), Response> {
-        let mutating = req.method != "GET";
+        // Anything but a read (GET, HEAD, OPTIONS) counts as a change, unknown methods included.
+        let mutating = !matches!(req.method.as_str(), "GET" | "HEAD" | "OPTIONS");
         if !mutating && !self.ctx.config.token_required_for_all() {
             return Ok(());
         }
@@ -671,21 +679,21 @@ impl Api {
         let reg = self.registrar()?;
         let limit = parse_usize(req, "limit", DEFAULT_LIMIT)?;
         let mut walk = Walk::new(reg.clone());
-        let mut counts: HashMap<String, u64> = HashMap::new();
+        let mut counts: HashMap<(IpAddr, u8), u64> = HashMap::new();
         let mut total = 0u64;
         while let Some(rows) = walk.next_slice().map_err(query_error)? {
             for r in rows {
-                *counts.entry(network_of(r.source.ip())).or_default() += 1;
+                *counts.entry(network_key(r.source.ip())).or_default() += 1;
                 total += 1;
             }
         }
         let distinct = counts.len();
-        let mut v: Vec<(String, u64)> = counts.into_iter().collect();
+        let mut v: Vec<((IpAddr, u8), u64)> = counts.into_iter().collect();
         v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         v.truncate(limit);
         let nets: Vec<Value> = v
             .into_iter()
-            .map(|(n, c)| json!({ "network": n, "count": c }))
+            .map(|((net, p), c)| json!({ "network": format!("{net}/{p}"), "count": c }))
             .collect();
         Ok(json_response(
             200,
