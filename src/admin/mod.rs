@@ -65,6 +65,9 @@ pub const OPENAPI_JSON: &str = include_str!("openapi.json");
 /// Rows per page when `limit` is not given, and the most one page may ask for.
 pub const DEFAULT_LIMIT: usize = 100;
 pub const MAX_LIMIT: usize = 1000;
+/// Deepest page start: each shard keeps and sends `offset + limit` rows to build a page, so
+/// deeper walks go through the export (or narrower filters) instead.
+pub const MAX_OFFSET: usize = 100_000;
 /// Rows per slice when walking the whole table (export, networks).
 pub const SCAN_SLICE: usize = 1000;
 /// The trend ring keeps at least this long.
@@ -567,6 +570,15 @@ impl Api {
         let limit = parse_usize(req, "limit", DEFAULT_LIMIT)?;
         if limit == 0 || limit > MAX_LIMIT {
             return Err(error(400, format!("limit must be 1..={MAX_LIMIT}")));
+        }
+        if offset > MAX_OFFSET {
+            return Err(error(
+                400,
+                format!(
+                    "offset must be 0..={MAX_OFFSET}: narrow the filters, or walk the whole \
+                     table with /api/v1/registrations/export.csv"
+                ),
+            ));
         }
         let mut filter = OwnedListFilter::default();
         if let Some(n) = req.param("number").filter(|s| !s.is_empty()) {
