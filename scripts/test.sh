@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Run every test of sipshard. Installs what the tests need on a fresh Debian machine (sipp), then
-# runs the whole cargo test suite (unit, property, black-box, RFC 4475 corpus; benches compile and
+# Run every test of sipshard. Installs what the tests need on a fresh Debian machine (sipp, sipsak,
+# chromium), then runs the whole cargo test suite (unit, property, black-box, RFC 4475 corpus; benches compile and
 # run once in test mode). Usage: scripts/test.sh [extra cargo test args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 need_pkgs=()
 command -v sipp >/dev/null 2>&1 || need_pkgs+=(sip-tester)
 command -v sipsak >/dev/null 2>&1 || need_pkgs+=(sipsak)
+[ -x /usr/bin/chromium ] || need_pkgs+=(chromium)  # the admin web page test (headless)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "scripts/test.sh: installing ${need_pkgs[*]}" >&2

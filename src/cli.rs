@@ -1,4 +1,4 @@
-//! Command line: run, check-config, params.
+//! Command line: run, check-config, params, ctl.
 //!
 //! Owns: argument parsing, loading the config for each command, logging set-up for `run`, exit
 //! codes. Must not: do any server work itself; `run` hands the config to
@@ -49,6 +49,53 @@ pub enum Command {
         #[arg(long, short = 'c', value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Talk to a running server's management API (exit 0 ok, 1 refused, 2 unreachable).
+    Ctl(CtlArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CtlArgs {
+    /// Address of the management HTTP server (admin.listen).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub admin: String,
+    /// Bearer token (admin.token); also read from SIPSHARD_ADMIN_TOKEN.
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<String>,
+    #[command(subcommand)]
+    pub command: CtlCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CtlCommand {
+    /// List registrations (filters and paging as in the API).
+    List {
+        #[arg(long)]
+        number: Option<String>,
+        /// IP or IP/PREFIX (source or contact).
+        #[arg(long)]
+        ip: Option<String>,
+        #[arg(long)]
+        account: Option<String>,
+        /// Registered, Expiring or Unregistered.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 0)]
+        offset: usize,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Show one AOR's bindings with details (JSON).
+    Show { aor: String },
+    /// Force unregister every binding of an AOR (needs the token).
+    Unregister { aor: String },
+    /// Write the whole registration table as CSV to stdout (streamed).
+    Export,
+    /// Server status and runtime counters (JSON).
+    Status,
+    /// Outbound registrations and their state.
+    Trunks,
+    /// Force a new registration attempt of one trunk now (needs the token).
+    Reregister { name: String },
 }
 
 #[derive(Debug, Default, clap::Args)]
@@ -62,6 +109,9 @@ pub struct RunArgs {
     /// Override server.shards (0 = one per core).
     #[arg(long, value_name = "N")]
     pub shards: Option<String>,
+    /// Override admin.listen (the management HTTP server), e.g. 127.0.0.1:0.
+    #[arg(long, value_name = "ADDR")]
+    pub admin_listen: Option<String>,
 }
 
 impl RunArgs {
@@ -79,6 +129,13 @@ impl RunArgs {
                 key: "server.shards".into(),
                 value: shards.clone(),
                 origin: "--shards".into(),
+            });
+        }
+        if let Some(a) = &self.admin_listen {
+            v.push(Override {
+                key: "admin.listen".into(),
+                value: a.clone(),
+                origin: "--admin-listen".into(),
             });
         }
         v
@@ -124,7 +181,43 @@ pub fn main_with(args: Vec<OsString>, out: &mut dyn Write, err: &mut dyn Write) 
         Command::Run(args) => run(&args, err),
         Command::CheckConfig { file } => check_config(&file, out),
         Command::Params { config } => params(config.as_deref(), out, err),
+        Command::Ctl(args) => ctl(args, out, err),
     }
+}
+
+fn ctl(args: CtlArgs, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+    use crate::admin::ctl::{run, Action, Target};
+    let action = match args.command {
+        CtlCommand::List {
+            number,
+            ip,
+            account,
+            status,
+            offset,
+            limit,
+        } => Action::List {
+            number,
+            ip,
+            account,
+            status,
+            offset,
+            limit,
+        },
+        CtlCommand::Show { aor } => Action::Show(aor),
+        CtlCommand::Unregister { aor } => Action::Unregister(aor),
+        CtlCommand::Export => Action::Export,
+        CtlCommand::Status => Action::Status,
+        CtlCommand::Trunks => Action::Trunks,
+        CtlCommand::Reregister { name } => Action::Reregister(name),
+    };
+    let target = Target {
+        addr: args.admin,
+        token: args
+            .token
+            .or_else(|| std::env::var("SIPSHARD_ADMIN_TOKEN").ok())
+            .filter(|t| !t.is_empty()),
+    };
+    run(&target, &action, out, err)
 }
 
 fn print_errors(w: &mut dyn Write, source: &str, errors: &ConfigErrors) {

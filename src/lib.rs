@@ -4,7 +4,8 @@
 //! - `sip`, `timer`, `config`, `io`: foundations; they import none of the rest.
 //! - `cdr` (record types and the CSV format; `cdr::writer` is runtime), `transaction`, `registrar`, `trunk`, `dispatch`: the sans-IO protocol core. No sockets,
 //!   threads, clocks or locks; time is passed in as [`timer::Millis`].
-//! - `shard`, `server`, `cli`, `cdr::writer`: the runtime that owns sockets, threads, files and the clock.
+//! - `shard`, `server`, `admin`, `cli`, `cdr::writer`: the runtime that owns sockets, threads, files
+//!   and the clock.
 
 pub mod cdr;
 pub mod config;
@@ -17,6 +18,7 @@ pub mod timer;
 pub mod transaction;
 pub mod trunk;
 
+pub mod admin;
 pub mod cli;
 pub mod server;
 pub mod shard;

@@ -23,8 +23,8 @@ use crate::cdr::csv::WallClock;
 use crate::cdr::writer::{self, CdrWriter, WriterReport};
 use crate::config::{Config, IoBackendKind, ServerConfig, TrunkConfig};
 use crate::dispatch::{
-    query::add_counters, ContactRow, Core, Dispatcher, Mail, OwnedBindingRow, OwnedListFilter,
-    RegistrarQuery, RegistrarReply, ShardId, Shared,
+    query::add_counters, AdminQuery, AdminReply, ContactRow, Core, Dispatcher, Mail,
+    OwnedBindingRow, OwnedListFilter, RegistrarQuery, RegistrarReply, ShardId, Shared, TrunkRow,
 };
 use crate::io::{self as bio, BatchIo, PortableIo, SocketOptions};
 use crate::registrar::core::RegistrarCounters;
@@ -51,6 +51,7 @@ pub struct ServerHandle {
     /// A `shard::Mailer<C::Mail>` for senders outside the shards (type-erased: the handle is
     /// not generic over the core).
     mailer: Box<dyn Any + Send + Sync>,
+    clock: Clock,
 }
 
 /// What the shards did, collected at the end.
@@ -85,6 +86,21 @@ impl ServerHandle {
     /// Live counters per shard.
     pub fn stats(&self) -> Vec<ShardStats> {
         self.control.stats()
+    }
+
+    /// The outside's hold on the shards (stop them, read their live counters).
+    pub fn control(&self) -> Control {
+        self.control.clone()
+    }
+
+    /// The shards' clock (their `Millis` are milliseconds since it started).
+    pub fn clock(&self) -> Clock {
+        self.clock
+    }
+
+    /// A client for the shards' management queries (when the cores are [`Dispatcher`]s).
+    pub fn admin_client(&self) -> Option<AdminClient> {
+        self.mailer::<Mail>().map(AdminClient::new)
     }
 
     /// A mailer to the shards, when their mail type is `M` (the core's `Core::Mail`).
@@ -247,7 +263,7 @@ pub fn start_with_clock<C: Core>(
         IoBackendKind::Auto => launch(cfg, local_addr, clock, portable(sockets)?, make_core)?,
         IoBackendKind::Portable => launch(cfg, local_addr, clock, portable(sockets)?, make_core)?,
     };
-    let (backend, control, threads, exited, mailer) = launched;
+    let (backend, control, threads, exited, mailer, clock) = launched;
     let handle = ServerHandle {
         local_addr,
         backend,
@@ -259,6 +275,7 @@ pub fn start_with_clock<C: Core>(
         exited,
         exits_seen: 0,
         mailer,
+        clock,
     };
     let line = format!(
         "sipshard listening on udp {} ({} shards, {} backend, rcvbuf {}, sndbuf {})",
@@ -306,6 +323,7 @@ type Launched = (
     Vec<JoinHandle<io::Result<ShardExit>>>,
     Receiver<ShardId>,
     Box<dyn Any + Send + Sync>,
+    Clock,
 );
 
 fn launch<C: Core, B: BatchIo>(
@@ -363,7 +381,7 @@ fn launch<C: Core, B: BatchIo>(
             }
         }
     }
-    Ok((backend, control, threads, exited, Box::new(mailer)))
+    Ok((backend, control, threads, exited, Box::new(mailer), clock))
 }
 
 /// Run a server with `config` and one `make_core(shard, shards)` per shard until SIGTERM or
@@ -403,12 +421,56 @@ pub fn run_with_cdr<C: Core>(
         let _ = sig_thread.join();
     };
 
+    // The admin listener is bound before the shards start, so a busy port stops the start.
+    let admin_listener = if config.admin.enabled {
+        match crate::admin::bind(&config.admin) {
+            Ok(l) => {
+                // Printed before the shards' ready line, so that line still means "all
+                // ready"; the listener is bound, so connections wait in its backlog until the
+                // admin thread runs. Tests and scripts read the address from it (port 0).
+                println!("sipshard admin listening on http {}", l.local_addr());
+                Some(l)
+            }
+            Err(e) => {
+                stop_signals();
+                return Err(e.to_string());
+            }
+        }
+    } else {
+        None
+    };
     let mut server = match start_with_clock(&config.server, clock, make_core) {
         Ok(s) => s,
         Err(e) => {
             stop_signals();
             finish_cdr(cdr);
             return Err(e.to_string());
+        }
+    };
+    let admin = match admin_listener {
+        None => None,
+        Some(l) => {
+            let addr = l.local_addr();
+            let ctx = crate::admin::AdminContext {
+                config: config.admin.clone(),
+                registrar: server.registrar_client(),
+                admin: server.admin_client(),
+                control: server.control(),
+                clock: server.clock(),
+                shards: server.shard_count(),
+            };
+            match crate::admin::start(l, ctx) {
+                Ok(h) => {
+                    tracing::info!(%addr, "admin server ready");
+                    Some(h)
+                }
+                Err(e) => {
+                    server.shutdown();
+                    let _ = server.join();
+                    stop_signals();
+                    return Err(format!("cannot start the admin server: {e}"));
+                }
+            }
         }
     };
     crossbeam_channel::select! {
@@ -421,6 +483,10 @@ pub fn run_with_cdr<C: Core>(
         }
     }
     let started = Instant::now();
+    // The admin side first: its queries would only time out once the shards are gone.
+    if let Some(a) = admin {
+        a.stop();
+    }
     server.shutdown();
     let result = server.join();
     stop_signals();
@@ -712,6 +778,18 @@ impl RegistrarClient {
         Ok(BindingsPage { rows, total })
     }
 
+    /// Every live binding of an AOR key with its management details, from its owner.
+    pub fn details(&self, aor_key: &[u8]) -> Result<Vec<OwnedBindingRow>, QueryError> {
+        let owner = owner_of_aor(aor_key, self.mailer.shard_count());
+        let mut r = self.ask(&[owner], || RegistrarQuery::Details {
+            aor: aor_key.into(),
+        })?;
+        match r.pop() {
+            Some(RegistrarReply::Rows { rows, .. }) => Ok(rows),
+            _ => Err(QueryError::Unexpected),
+        }
+    }
+
     /// Removes every binding of an AOR key at its owner; returns how many were removed.
     pub fn force_unregister(&self, aor_key: &[u8]) -> Result<usize, QueryError> {
         let owner = owner_of_aor(aor_key, self.mailer.shard_count());
@@ -754,6 +832,23 @@ impl RegistrarClient {
         Ok(v)
     }
 
+    /// One slice of `shard`'s live bindings in slab order from slot `from` (at most `limit`
+    /// rows, bounded work for the shard), and the slot to continue from (None: that shard is
+    /// done). Walk shard 0..n from slot 0 to see every binding once (see
+    /// `Registrar::scan` for what a concurrent change does).
+    pub fn scan(
+        &self,
+        shard: ShardId,
+        from: u32,
+        limit: usize,
+    ) -> Result<(Vec<OwnedBindingRow>, Option<u32>), QueryError> {
+        let mut r = self.ask(&[shard], || RegistrarQuery::Scan { from, limit })?;
+        match r.pop() {
+            Some(RegistrarReply::Scanned { rows, next }) => Ok((rows, next)),
+            _ => Err(QueryError::Unexpected),
+        }
+    }
+
     /// The `limit` most recent failed registrations over all shards, most recent first.
     pub fn failed_log(&self, limit: usize) -> Result<Vec<FailedRegistration>, QueryError> {
         let mut all = Vec::new();
@@ -766,5 +861,112 @@ impl RegistrarClient {
         all.sort_by_key(|e| std::cmp::Reverse(e.at));
         all.truncate(limit);
         Ok(all)
+    }
+}
+
+/// The management queries other than the registrar's ([`AdminQuery`]) for threads outside the
+/// shards: like [`RegistrarClient`], every call mails the shards concerned and waits at most
+/// `timeout` on a bounded reply channel; never blocks a shard, never hangs.
+#[derive(Clone)]
+pub struct AdminClient {
+    mailer: Mailer<Mail>,
+    timeout: Duration,
+}
+
+impl AdminClient {
+    pub fn new(mailer: Mailer<Mail>) -> Self {
+        AdminClient {
+            mailer,
+            timeout: RegistrarClient::DEFAULT_TIMEOUT,
+        }
+    }
+
+    /// The same client with another bound on the wait for replies.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.mailer.shard_count()
+    }
+
+    /// Mail waiting in each shard's mailbox now.
+    pub fn mailbox_depths(&self) -> Vec<usize> {
+        self.mailer.depths()
+    }
+
+    fn ask(
+        &self,
+        shards: &[ShardId],
+        make: impl Fn() -> AdminQuery,
+    ) -> Result<Vec<AdminReply>, QueryError> {
+        let (tx, rx) = crossbeam_channel::bounded(shards.len().max(1));
+        for &s in shards {
+            let mail = Mail::Admin {
+                query: Box::new(make()),
+                reply: tx.clone(),
+            };
+            if self.mailer.send(s, mail).is_err() {
+                return Err(QueryError::Unavailable(s));
+            }
+        }
+        drop(tx);
+        let deadline = Instant::now() + self.timeout;
+        let mut replies = Vec::with_capacity(shards.len());
+        while replies.len() < shards.len() {
+            match rx.recv_deadline(deadline) {
+                Ok(r) => replies.push(r),
+                Err(_) => return Err(QueryError::Timeout),
+            }
+        }
+        Ok(replies)
+    }
+
+    fn all(&self) -> Vec<ShardId> {
+        (0..self.mailer.shard_count()).collect()
+    }
+
+    /// Every outbound registration's status, sorted by name.
+    pub fn trunks(&self) -> Result<Vec<TrunkRow>, QueryError> {
+        let mut all = Vec::new();
+        for r in self.ask(&self.all(), || AdminQuery::Trunks)? {
+            match r {
+                AdminReply::Trunks(v) => all.extend(v),
+                _ => return Err(QueryError::Unexpected),
+            }
+        }
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(all)
+    }
+
+    /// Start a new attempt of trunk `name` now, at its owner shard. Ok(false): no such trunk
+    /// (or the server is stopping).
+    pub fn reregister(&self, name: &str) -> Result<bool, QueryError> {
+        let owner = crate::transaction::shard_by_hash(name.as_bytes(), self.shard_count());
+        let mut r = self.ask(&[owner], || AdminQuery::Reregister { name: name.into() })?;
+        match r.pop() {
+            Some(AdminReply::Reregistered(ok)) => Ok(ok),
+            _ => Err(QueryError::Unexpected),
+        }
+    }
+
+    /// The cores' live counters, summed by name over shards (first-seen order).
+    pub fn core_counters(&self) -> Result<Vec<(&'static str, u64)>, QueryError> {
+        let mut sums: Vec<(&'static str, u64)> = Vec::new();
+        for r in self.ask(&self.all(), || AdminQuery::Counters)? {
+            match r {
+                AdminReply::Counters(v) => {
+                    for (k, n) in v {
+                        match sums.iter_mut().find(|(name, _)| *name == k) {
+                            Some(e) => e.1 += n,
+                            None => sums.push((k, n)),
+                        }
+                    }
+                }
+                _ => return Err(QueryError::Unexpected),
+            }
+        }
+        Ok(sums)
     }
 }

@@ -218,3 +218,56 @@ fn a_stopped_server_answers_with_an_error_not_a_hang() {
     assert!(reg.counts().is_err());
     assert!(reg.lookup(b"1000@127.0.0.1").is_err());
 }
+
+#[test]
+fn scan_walks_every_binding_once_in_small_slices_and_admin_mail_answers() {
+    let (srv, reg) = start(3);
+    let _sock = register_all(&srv);
+    // Slices of 2 rows: every shard is walked from slot 0 until it says it is done.
+    let mut seen = Vec::new();
+    let mut calls = 0;
+    for shard in 0..reg.shard_count() {
+        let mut from = 0;
+        loop {
+            let (rows, next) = reg.scan(shard, from, 2).expect("scan answers");
+            calls += 1;
+            assert!(rows.len() <= 2, "at most `limit` rows per slice");
+            seen.extend(rows.into_iter().map(|r| r.aor.to_vec()));
+            match next {
+                Some(n) => {
+                    assert!(n > from, "the cursor moves on");
+                    from = n;
+                }
+                None => break,
+            }
+        }
+    }
+    assert!(calls >= 10, "20 bindings in slices of 2: {calls} calls");
+    let unique: BTreeSet<Vec<u8>> = seen.iter().cloned().collect();
+    assert_eq!(seen.len(), 20, "each binding once");
+    let expected: BTreeSet<Vec<u8>> = users().iter().map(|u| key(u)).collect();
+    assert_eq!(unique, expected);
+    // Past the end: empty and done.
+    let (rows, next) = reg.scan(0, u32::MAX, 10).unwrap();
+    assert!(rows.is_empty() && next.is_none());
+
+    // Details from the owner: the management row of each binding of the AOR.
+    let d = reg.details(&key("1003")).unwrap();
+    assert_eq!(d.len(), 1);
+    assert_eq!(&d[0].user_agent[..], UA.as_bytes());
+    assert!(reg.details(b"9999@127.0.0.1").unwrap().is_empty());
+
+    // Mail::Admin: live core counters summed over shards; no trunks configured.
+    let admin = srv
+        .admin_client()
+        .expect("Dispatcher cores take admin mail");
+    let c = admin.core_counters().unwrap();
+    let get = |k: &str| c.iter().find(|(n, _)| *n == k).map(|&(_, v)| v);
+    assert_eq!(get("register_ok"), Some(20));
+    assert_eq!(get("bindings_live"), Some(20));
+    assert!(admin.trunks().unwrap().is_empty());
+    assert!(!admin.reregister("none").unwrap());
+    assert_eq!(admin.mailbox_depths().len(), 3);
+    srv.shutdown();
+    srv.join().unwrap();
+}

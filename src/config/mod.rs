@@ -10,6 +10,7 @@
 //! the contract used by the rest of the crate. Build a `Config` with [`Config::from_toml_str`],
 //! [`Config::load`] or [`Config::embedded_default`]; every value in it has been range-checked.
 
+mod admin;
 mod cdr;
 mod params;
 mod registrar;
@@ -18,6 +19,7 @@ mod routing;
 mod tests;
 mod trunks;
 
+pub use admin::AdminConfig;
 pub use cdr::{CdrConfig, CDR_KEYS};
 pub use params::{
     fmt_ms, lookup, lookup_dotted, seconds_to_ms, DecimalError, Kind, ParamInfo, Section,
@@ -149,6 +151,8 @@ pub struct Config {
     pub peers: Vec<PeerConfig>,
     /// Log filter, e.g. "info" or "sipshard=debug".
     pub log_level: String,
+    /// `[admin]`: the management HTTP server.
+    pub admin: AdminConfig,
 }
 
 impl TransactionTimers {
@@ -308,6 +312,7 @@ impl Default for Config {
             routes: Vec::new(),
             peers: Vec::new(),
             log_level: "info".to_string(),
+            admin: AdminConfig::default(),
         }
     }
 }
@@ -493,6 +498,7 @@ impl Config {
             (Section::Sip, "registrar_max_bindings") => q.registrar_max_bindings.to_string(),
             (Section::Registrar, key) => self.registrar_value_text(key),
             (Section::Log, "level") => self.log_level.clone(),
+            (Section::Admin, key) => self.admin.value_text(key),
             _ => unreachable!("parameter {} has no value_text", p.dotted()),
         }
     }
@@ -562,6 +568,7 @@ impl Config {
             }
             (Section::Registrar, key, v) => self.registrar_apply(p, key, v),
             (Section::Log, "level", Val::Str(l)) => self.log_level = l,
+            (Section::Admin, key, v) => self.admin.apply(key, v),
             (_, _, v) => unreachable!("parameter {} cannot take {v:?}", p.dotted()),
         }
     }
@@ -883,6 +890,13 @@ fn cross_checks(cfg: &Config, text: &str, given: &[Option<Given>], errors: &mut 
             .and_then(|g| g.line)
             .or_else(|| find_line(text, Some(section.name()), Some(key)))
     };
+    if let Some(message) = cfg.admin.problem() {
+        errors.push(ConfigError {
+            key: "admin.token".to_string(),
+            line: line_of(Section::Admin, "listen").or_else(|| line_of(Section::Admin, "token")),
+            message,
+        });
+    }
     if r.max_expires_s < r.min_expires_s {
         errors.push(ConfigError {
             key: "registrar.max_expires".to_string(),
@@ -938,9 +952,8 @@ fn unknown_key(section: Section, name: &str, line: Option<usize>) -> ConfigError
 }
 
 fn unknown_outside_sections(text: &str, name: &str, value: &toml::Value) -> ConfigError {
-    let known =
-        "known sections: [server], [sip], [registrar], [routing], [log], [cdr], [[trunks]], \
-                 [[gateways]], [[routes]], [[peers]]";
+    let known = "known sections: [server], [sip], [registrar], [routing], [log], [cdr], [admin], \
+                 [[trunks]], [[gateways]], [[routes]], [[peers]]";
     if let toml::Value::Table(_) = value {
         let mut message = format!("unknown section [{name}]; {known}");
         if let Some(s) = Section::ALL

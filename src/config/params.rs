@@ -16,14 +16,16 @@ pub enum Section {
     Sip,
     Registrar,
     Log,
+    Admin,
 }
 
 impl Section {
-    pub const ALL: [Section; 4] = [
+    pub const ALL: [Section; 5] = [
         Section::Server,
         Section::Sip,
         Section::Registrar,
         Section::Log,
+        Section::Admin,
     ];
 
     /// The table name as written in the file: `server`, `sip`, `log`.
@@ -33,6 +35,7 @@ impl Section {
             Section::Sip => "sip",
             Section::Registrar => "registrar",
             Section::Log => "log",
+            Section::Admin => "admin",
         }
     }
 
@@ -85,6 +88,8 @@ pub enum Kind {
     HostPort,
     /// A file path; the empty string means none.
     Path,
+    /// A secret (bearer token): printable ASCII without spaces; the empty string means none.
+    Secret,
 }
 
 /// Resend interval bounds, milliseconds (per value).
@@ -167,6 +172,9 @@ impl ParamInfo {
             }
             Kind::Path => {
                 "a file path, relative to the config file's directory; \"\" = none".to_string()
+            }
+            Kind::Secret => {
+                "printable ASCII without spaces, at least 16 characters; \"\" = none".to_string()
             }
         }
     }
@@ -487,6 +495,35 @@ pub static PARAMS: &[ParamInfo] = &[
         kind: Kind::LogFilter,
         meaning: "log filter; the RUST_LOG environment variable overrides it",
     },
+    // [admin]
+    ParamInfo {
+        section: Section::Admin,
+        key: "enabled",
+        vos_name: None,
+        kind: Kind::Bool,
+        meaning: "run the management HTTP server (API, /metrics, web page)",
+    },
+    ParamInfo {
+        section: Section::Admin,
+        key: "listen",
+        vos_name: None,
+        kind: Kind::SocketAddr,
+        meaning: "TCP address of the management HTTP server (port 0: any free port)",
+    },
+    ParamInfo {
+        section: Section::Admin,
+        key: "token",
+        vos_name: None,
+        kind: Kind::Secret,
+        meaning: "bearer token: required for changes, and for everything beyond loopback",
+    },
+    ParamInfo {
+        section: Section::Admin,
+        key: "trend_interval",
+        vos_name: None,
+        kind: int(1, 3600, "seconds"),
+        meaning: "how often the registration count is sampled for the trend (kept >= 24 h)",
+    },
 ];
 
 /// The row for `section` + `name`, where `name` is the snake_case key (exact) or the VOS3000
@@ -686,6 +723,13 @@ pub fn parse_value(p: &ParamInfo, v: &toml::Value) -> Result<Val, String> {
                 .map(|hp| Val::HostPort(Some(hp)))
                 .map_err(|why| format!("is not valid: {why}; allowed {range}")),
             _ => Err(not_valid("a string")),
+        },
+        Kind::Secret => match v {
+            toml::Value::String(s) if s.is_empty() => Ok(Val::Str(String::new())),
+            toml::Value::String(s) if s.len() >= 16 && s.bytes().all(|b| b.is_ascii_graphic()) => {
+                Ok(Val::Str(s.clone()))
+            }
+            _ => Err(not_valid("a token")),
         },
         Kind::Path => match v {
             toml::Value::String(s) if s.trim().is_empty() => Ok(Val::Path(None)),

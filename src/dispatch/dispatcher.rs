@@ -50,7 +50,7 @@ use crate::transaction::{
 
 use crate::routing::{is_proxy_token, GatewayStat, Proxy, ProxyMail, ProxyOut};
 
-use super::query::{RegistrarQuery, RegistrarReply};
+use super::query::{AdminQuery, AdminReply, RegistrarQuery, RegistrarReply};
 use super::register::{KeepaliveStarter, RegisterPath, Shared};
 use super::trunks::{is_trunk_token, Trunks};
 use super::{Core, Outbox, ShardId};
@@ -80,6 +80,13 @@ pub enum Mail {
     /// the row with `health_owner` is authoritative.
     GatewayStats {
         reply: crossbeam_channel::Sender<Vec<GatewayStat>>,
+    },
+    /// A management query (outbound registration status, force re-register, live core
+    /// counters), from the admin side; answered like `Registrar` (`try_send`, never blocks).
+    /// Boxed for the same reason.
+    Admin {
+        query: Box<AdminQuery>,
+        reply: crossbeam_channel::Sender<AdminReply>,
     },
 }
 
@@ -307,6 +314,48 @@ impl Dispatcher {
     /// The outbound registrations this shard owns.
     pub fn trunks(&self) -> &Trunks {
         &self.trunks
+    }
+
+    /// The answer to a management query (see [`AdminQuery`]).
+    fn admin_answer<O: Outbox<Mail>>(
+        &mut self,
+        query: AdminQuery,
+        now: Millis,
+        out: &mut O,
+    ) -> AdminReply {
+        match query {
+            AdminQuery::Trunks => AdminReply::Trunks(
+                self.trunks
+                    .registrations()
+                    .map(|r| super::query::trunk_row(self.shard, r))
+                    .collect(),
+            ),
+            AdminQuery::Reregister { name } => {
+                let Self {
+                    tx,
+                    reg,
+                    events,
+                    trunks,
+                    proxy,
+                    ..
+                } = self;
+                let mut requests = 0u64;
+                let ok = trunks.force_register(
+                    &name,
+                    now,
+                    tx,
+                    &mut Sink {
+                        out,
+                        sent: &mut requests,
+                        events,
+                    },
+                );
+                deliver_events(events, reg, trunks, proxy, now);
+                flush_trunk_timeouts(trunks, reg, proxy, tx, out, events, now);
+                AdminReply::Reregistered(ok)
+            }
+            AdminQuery::Counters => AdminReply::Counters(Core::counters(self)),
+        }
     }
 
     fn handle<O: Outbox<Mail>>(
@@ -996,6 +1045,10 @@ impl Core for Dispatcher {
             }
             Mail::GatewayStats { reply } => {
                 let _ = reply.try_send(self.proxy.gateway_stats());
+            }
+            Mail::Admin { query, reply } => {
+                let r = self.admin_answer(*query, now, out);
+                let _ = reply.try_send(r);
             }
         }
     }

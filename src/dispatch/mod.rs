@@ -62,6 +62,9 @@ mod trunks;
 
 pub use crate::routing::{GatewayCounters, GatewayStat, ProxyMail};
 pub use dispatcher::{owner_of_call_id, DispatchCounters, Dispatcher, Mail, ALLOW, SERVER_NAME};
-pub use query::{ContactRow, OwnedBindingRow, OwnedListFilter, RegistrarQuery, RegistrarReply};
+pub use query::{
+    AdminQuery, AdminReply, ContactRow, OwnedBindingRow, OwnedListFilter, RegistrarQuery,
+    RegistrarReply, TrunkRow,
+};
 pub use register::{RegisterCounters, RegisterPath, Shared};
 pub use trunks::{is_trunk_token, Trunks, TRUNK_TOKEN_BIT};

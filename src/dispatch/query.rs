@@ -12,7 +12,9 @@ use std::net::SocketAddr;
 use crossbeam_channel::Sender;
 
 use crate::registrar::accounts::NO_ACCOUNT;
-use crate::registrar::core::{IpFilter, ListFilter, Page, RegistrarCounters, Status, Target};
+use std::collections::BinaryHeap;
+
+use crate::registrar::core::{BindingRow, IpFilter, ListFilter, RegistrarCounters, Status, Target};
 use crate::registrar::guard::FailedRegistration;
 use crate::registrar::RemovalReason;
 use crate::timer::Millis;
@@ -52,7 +54,18 @@ pub enum RegistrarQuery {
     UserAgents,
     /// The `limit` most recent failed registrations of this shard, most recent first.
     FailedLog { limit: usize },
+    /// Live bindings in slab order from slot `from`, at most `limit` rows (bounded work per
+    /// mail: at most `SCAN_SLOTS_PER_ROW * limit` slots are looked at); the reply says where to
+    /// continue. For walking the whole table a slice at a time (CSV export, analysis).
+    Scan { from: u32, limit: usize },
+    /// Every live binding of an AOR key, as management rows (ask the owner shard). Answered
+    /// with `Rows`.
+    Details { aor: Box<[u8]> },
 }
+
+/// Slots a [`RegistrarQuery::Scan`] may look at per row asked for (bounds the work of one mail
+/// on a sparse table).
+pub const SCAN_SLOTS_PER_ROW: usize = 4;
 
 /// A reachable contact (answer to [`RegistrarQuery::Lookup`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -101,6 +114,80 @@ pub enum RegistrarReply {
     Counts(RegistrarCounters),
     UserAgents(Vec<(Box<[u8]>, u64)>),
     Failed(Vec<FailedRegistration>),
+    /// Answer to [`RegistrarQuery::Scan`]: rows, and the slot to continue from (None: done).
+    Scanned {
+        rows: Vec<OwnedBindingRow>,
+        next: Option<u32>,
+    },
+}
+
+/// What the management side asks one shard besides its registrar (`Mail::Admin`).
+#[derive(Clone, Debug)]
+pub enum AdminQuery {
+    /// The status of the outbound registrations this shard owns.
+    Trunks,
+    /// Start a new attempt of this trunk now (ask its owner, `shard_by_hash(name)`).
+    Reregister { name: Box<str> },
+    /// The core's counters (the same pairs as at exit), live.
+    Counters,
+}
+
+/// One outbound registration's status (answer to [`AdminQuery::Trunks`]). Times are on the
+/// server clock (ms since start), like [`OwnedBindingRow::registered_at`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrunkRow {
+    pub name: String,
+    /// registering / registered / retrying / unregistering / stopped / idle.
+    pub state: &'static str,
+    pub shard: usize,
+    /// `host:port` of the registrar, and of the outbound proxy if any.
+    pub registrar: String,
+    pub outbound_proxy: Option<String>,
+    pub username: String,
+    /// None: Auto Negotiation.
+    pub requested_expiry_s: Option<u32>,
+    pub effective_expiry_s: Option<u32>,
+    pub registered_until: Option<Millis>,
+    pub next_action_at: Option<Millis>,
+    pub last_status: Option<u16>,
+    pub last_error: Option<String>,
+    pub requests: u64,
+    pub attempts: u64,
+    pub successes: u64,
+    pub failures: u64,
+}
+
+/// What one shard answers to an [`AdminQuery`].
+#[derive(Clone, Debug)]
+pub enum AdminReply {
+    Trunks(Vec<TrunkRow>),
+    /// Whether the trunk was found here and a new attempt started.
+    Reregistered(bool),
+    Counters(Vec<(&'static str, u64)>),
+}
+
+/// The status row of one outbound registration.
+pub fn trunk_row(shard: usize, r: &crate::trunk::OutboundRegistration) -> TrunkRow {
+    let s = r.status();
+    let c = r.config();
+    TrunkRow {
+        name: c.name.clone(),
+        state: s.state.name(),
+        shard,
+        registrar: format!("{}:{}", c.registrar, c.port),
+        outbound_proxy: c.outbound_proxy.as_ref().map(|(h, p)| format!("{h}:{p}")),
+        username: c.username.clone(),
+        requested_expiry_s: c.expire_s,
+        effective_expiry_s: s.effective_expiry_s,
+        registered_until: s.registered_until,
+        next_action_at: s.next_action_at,
+        last_status: s.last_status,
+        last_error: s.last_error,
+        requests: s.requests,
+        attempts: s.attempts,
+        successes: s.successes,
+        failures: s.failures,
+    }
 }
 
 /// Answers `query` from this shard's REGISTER path and sends the reply with `try_send` (a full
@@ -158,47 +245,32 @@ pub fn build(reg: &mut RegisterPath, query: RegistrarQuery, now: Millis) -> Regi
                 account,
                 status: filter.status,
             };
-            let all = Page {
-                offset: 0,
-                limit: usize::MAX,
-            };
-            let page = reg.registrar.list(&f, all, now);
-            let mut rows = page.rows;
-            rows.sort_by(|a, b| {
-                (a.aor, a.contact, a.status as u8, a.registered_at).cmp(&(
-                    b.aor,
-                    b.contact,
-                    b.status as u8,
-                    b.registered_at,
-                ))
+            // Keep only the first `offset + limit` rows in (AOR, contact) order: a bounded
+            // max-heap, so a page costs one pass over the table and O(k) memory, not a sort of
+            // every row.
+            let keep = offset.saturating_add(limit);
+            let mut heap: BinaryHeap<Ordered<'_>> = BinaryHeap::with_capacity(keep.min(4096));
+            let mut total = 0usize;
+            reg.registrar.visit(&f, now, |row| {
+                total += 1;
+                if keep == 0 {
+                    return;
+                }
+                let row = Ordered(row);
+                if heap.len() < keep {
+                    heap.push(row);
+                } else if heap.peek().is_some_and(|top| row < *top) {
+                    heap.pop();
+                    heap.push(row);
+                }
             });
-            rows.truncate(offset.saturating_add(limit));
+            let rows: Vec<_> = heap.into_sorted_vec().into_iter().map(|o| o.0).collect();
             let accounts = reg.accounts();
             let rows = rows
                 .into_iter()
-                .map(|r| OwnedBindingRow {
-                    aor: r.aor.into(),
-                    contact: r.contact.into(),
-                    call_id: r.call_id.into(),
-                    source: r.source,
-                    account: (r.account != NO_ACCOUNT && (r.account as usize) < accounts.len())
-                        .then(|| accounts.get(r.account).user.clone()),
-                    user_agent: r.user_agent.into(),
-                    registered_at: r.registered_at,
-                    expires_in_s: if r.status == Status::Unregistered {
-                        0
-                    } else {
-                        secs_left(r.expires_at, now)
-                    },
-                    status: r.status,
-                    nat: r.nat,
-                    removal: r.removal,
-                })
+                .map(|r| owned_row(accounts, r, now))
                 .collect();
-            RegistrarReply::Rows {
-                rows,
-                total: page.total,
-            }
+            RegistrarReply::Rows { rows, total }
         }
         RegistrarQuery::ForceUnregister { aor } => {
             RegistrarReply::Removed(reg.registrar.force_unregister(Target::Aor(&aor), now))
@@ -213,6 +285,83 @@ pub fn build(reg: &mut RegisterPath, query: RegistrarQuery, now: Millis) -> Regi
         RegistrarQuery::FailedLog { limit } => {
             RegistrarReply::Failed(reg.failed_log().recent().take(limit).cloned().collect())
         }
+        RegistrarQuery::Details { aor } => {
+            let ids: Vec<_> = reg.registrar.lookup(&aor, now).map(|c| c.id).collect();
+            let accounts = reg.accounts();
+            let rows: Vec<OwnedBindingRow> = ids
+                .into_iter()
+                .filter_map(|id| reg.registrar.binding(id, now))
+                .map(|r| owned_row(accounts, r, now))
+                .collect();
+            let total = rows.len();
+            RegistrarReply::Rows { rows, total }
+        }
+        RegistrarQuery::Scan { from, limit } => {
+            let limit = limit.max(1);
+            let (rows, next) =
+                reg.registrar
+                    .scan(from, limit, limit.saturating_mul(SCAN_SLOTS_PER_ROW), now);
+            let accounts = reg.accounts();
+            RegistrarReply::Scanned {
+                rows: rows
+                    .into_iter()
+                    .map(|r| owned_row(accounts, r, now))
+                    .collect(),
+                next,
+            }
+        }
+    }
+}
+
+/// A management row ordered as pages are: by (AOR, contact, status, registration time).
+struct Ordered<'a>(BindingRow<'a>);
+
+impl Ordered<'_> {
+    fn key(&self) -> (&[u8], &[u8], u8, Millis) {
+        let r = &self.0;
+        (r.aor, r.contact, r.status as u8, r.registered_at)
+    }
+}
+
+impl PartialEq for Ordered<'_> {
+    fn eq(&self, o: &Self) -> bool {
+        self.key() == o.key()
+    }
+}
+impl Eq for Ordered<'_> {}
+impl PartialOrd for Ordered<'_> {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Ordered<'_> {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        self.key().cmp(&o.key())
+    }
+}
+
+fn owned_row(
+    accounts: &crate::registrar::accounts::Accounts,
+    r: crate::registrar::core::BindingRow<'_>,
+    now: Millis,
+) -> OwnedBindingRow {
+    OwnedBindingRow {
+        aor: r.aor.into(),
+        contact: r.contact.into(),
+        call_id: r.call_id.into(),
+        source: r.source,
+        account: (r.account != NO_ACCOUNT && (r.account as usize) < accounts.len())
+            .then(|| accounts.get(r.account).user.clone()),
+        user_agent: r.user_agent.into(),
+        registered_at: r.registered_at,
+        expires_in_s: if r.status == Status::Unregistered {
+            0
+        } else {
+            secs_left(r.expires_at, now)
+        },
+        status: r.status,
+        nat: r.nat,
+        removal: r.removal,
     }
 }
 

@@ -388,6 +388,27 @@ impl Trunks {
         self.all_stopped()
     }
 
+    /// Management: start a new attempt of the trunk called `name` now (see
+    /// [`OutboundRegistration::force_register`]). False when this shard has no such trunk, or
+    /// it is stopping.
+    pub fn force_register<S: TxSink>(
+        &mut self,
+        name: &str,
+        now: Millis,
+        tx: &mut TransactionLayer,
+        sink: &mut S,
+    ) -> bool {
+        if self.stopping {
+            return false;
+        }
+        let Some(i) = self.entries.iter().position(|e| e.reg.name() == name) else {
+            return false;
+        };
+        self.with(i, tx, sink, now, |r, d| r.force_register(now, d));
+        self.run_timeouts(now, tx, sink);
+        true
+    }
+
     /// True when every registration is stopped.
     pub fn all_stopped(&self) -> bool {
         self.entries.iter().all(|e| e.reg.state() == State::Stopped)

@@ -1307,11 +1307,31 @@ impl Registrar {
     /// The management table: live bindings (slab order) then tombstones (newest first),
     /// filtered, one page of it. O(bindings) per call: for the admin side, not the hot path.
     pub fn list<'s>(&'s self, filter: &ListFilter, page: Page, now: Millis) -> ListPage<'s> {
+        let mut rows: Vec<BindingRow<'s>> = Vec::new();
+        let mut total = 0usize;
+        self.visit(filter, now, |row| {
+            if total >= page.offset && rows.len() < page.limit {
+                rows.push(row);
+            }
+            total += 1;
+        });
+        ListPage { rows, total }
+    }
+
+    /// Calls `f` with every row of the management table that matches `filter`, in
+    /// [`list`](Self::list) order, without collecting them (callers keep what they need, e.g.
+    /// the first rows in another order).
+    pub fn visit<'s>(
+        &'s self,
+        filter: &ListFilter,
+        now: Millis,
+        mut f: impl FnMut(BindingRow<'s>),
+    ) {
         let ip_ok = |src: IpAddr, contact: &[u8]| match filter.ip {
             None => true,
-            Some(f) => {
+            Some(flt) => {
                 let cip = Uri::parse(contact).ok().and_then(|u| host_ip(u.host()));
-                let m = |ip: IpAddr| match f {
+                let m = |ip: IpAddr| match flt {
                     IpFilter::Addr(a) => ip == a.to_canonical(),
                     IpFilter::Net(n, p) => in_net(ip, n, p),
                 };
@@ -1321,14 +1341,6 @@ impl Registrar {
         let number_ok = |aor: &[u8]| match filter.number {
             None => true,
             Some(n) => aor.starts_with(n),
-        };
-        let mut rows: Vec<BindingRow<'s>> = Vec::new();
-        let mut total = 0usize;
-        let mut take = |row: BindingRow<'s>| {
-            if total >= page.offset && rows.len() < page.limit {
-                rows.push(row);
-            }
-            total += 1;
         };
         if filter.status != Some(Status::Unregistered) {
             for (i, b) in self.store.iter_live() {
@@ -1345,7 +1357,7 @@ impl Registrar {
                 if filter.status.is_some_and(|s| s != st) {
                     continue;
                 }
-                take(self.row(i, now));
+                f(self.row(i, now));
             }
         }
         if matches!(filter.status, None | Some(Status::Unregistered)) {
@@ -1356,7 +1368,7 @@ impl Registrar {
                 {
                     continue;
                 }
-                take(BindingRow {
+                f(BindingRow {
                     id: None,
                     aor: t.aor(),
                     contact: t.contact(),
@@ -1372,7 +1384,36 @@ impl Registrar {
                 });
             }
         }
-        ListPage { rows, total }
+    }
+
+    /// Live bindings in slab order from slot `from`: at most `max_rows` rows, looking at most
+    /// at `max_slots` slots, so one call does bounded work whatever the table size (the admin
+    /// side's streamed export and network breakdown walk the table a slice per mail). Returns
+    /// the rows and the slot to continue from (None: the end was reached). A binding that
+    /// stays live for the whole walk is seen exactly once (slots of live bindings never move);
+    /// one added or removed meanwhile may or may not be.
+    pub fn scan(
+        &self,
+        from: u32,
+        max_rows: usize,
+        max_slots: usize,
+        now: Millis,
+    ) -> (Vec<BindingRow<'_>>, Option<u32>) {
+        let slots = &self.store.slots;
+        let mut rows = Vec::with_capacity(max_rows.min(4096));
+        let start = (from as usize).min(slots.len());
+        let end = start.saturating_add(max_slots.max(1)).min(slots.len());
+        let mut i = start;
+        while i < end && rows.len() < max_rows {
+            if let Some(b) = &slots[i].binding {
+                if b.expires_at > now {
+                    rows.push(self.row(i as u32, now));
+                }
+            }
+            i += 1;
+        }
+        let next = (i < slots.len()).then_some(i as u32);
+        (rows, next)
     }
 
     /// Removes one binding or every binding of an AOR at once (the endpoint learns on its next

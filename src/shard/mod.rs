@@ -48,6 +48,11 @@ impl Clock {
         self.start.elapsed().as_millis() as Millis
     }
 
+    /// [`Clock::now`] at the instant `t` (read once by the caller and reused).
+    pub fn at(&self, t: Instant) -> Millis {
+        t.saturating_duration_since(self.start).as_millis() as Millis
+    }
+
     /// How long until `deadline` (zero if it has passed; `Duration::MAX` if it is out of range).
     pub fn until(&self, deadline: Millis) -> Duration {
         match self.start.checked_add(Duration::from_millis(deadline)) {
@@ -164,6 +169,8 @@ pub struct ShardCounters {
     kernel_drops: AtomicU64,
     loop_iterations: AtomicU64,
     core_panics: AtomicU64,
+    /// Processing time per loop iteration.
+    pub busy: BusyHistogram,
 }
 
 impl ShardCounters {
@@ -179,6 +186,81 @@ impl ShardCounters {
             ($($f:ident),*) => {{ $(self.$f.store(s.$f, Relaxed);)* }};
         }
         stats_fields!(store)
+    }
+}
+
+/// Upper bounds (µs) of the buckets of the per-iteration busy-time histogram; one more bucket
+/// counts everything above the last bound.
+pub const BUSY_BOUNDS_US: [u64; 14] = [
+    5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000,
+];
+
+/// Processing time of one shard's loop iterations (from the end of the poll to the end of the
+/// iteration: receive, mail, timers, sends): per-bucket counts (not cumulative), the sum in
+/// nanoseconds and the count. Written by the shard with relaxed stores (only the bucket that
+/// changed), read by anyone.
+#[derive(Debug, Default)]
+pub struct BusyHistogram {
+    buckets: [AtomicU64; BUSY_BOUNDS_US.len() + 1],
+    sum_ns: AtomicU64,
+    count: AtomicU64,
+}
+
+/// A snapshot of [`BusyHistogram`] (or a sum of several).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BusySnapshot {
+    /// Per-bucket counts (bucket i: at most `BUSY_BOUNDS_US[i]`; the last: above them all).
+    pub buckets: [u64; BUSY_BOUNDS_US.len() + 1],
+    pub sum_ns: u64,
+    pub count: u64,
+}
+
+impl std::ops::AddAssign for BusySnapshot {
+    fn add_assign(&mut self, o: Self) {
+        for (a, b) in self.buckets.iter_mut().zip(o.buckets) {
+            *a += b;
+        }
+        self.sum_ns += o.sum_ns;
+        self.count += o.count;
+    }
+}
+
+impl BusyHistogram {
+    pub fn snapshot(&self) -> BusySnapshot {
+        let mut s = BusySnapshot::default();
+        for (a, b) in s.buckets.iter_mut().zip(&self.buckets) {
+            *a = b.load(Relaxed);
+        }
+        s.sum_ns = self.sum_ns.load(Relaxed);
+        s.count = self.count.load(Relaxed);
+        s
+    }
+}
+
+/// The bucket of a duration in ns.
+fn busy_bucket(ns: u64) -> usize {
+    let us = ns.div_ceil(1000);
+    BUSY_BOUNDS_US
+        .iter()
+        .position(|&b| us <= b)
+        .unwrap_or(BUSY_BOUNDS_US.len())
+}
+
+/// The shard-local side of [`BusyHistogram`]: counts kept here, published by storing only what
+/// changed.
+struct BusyLocal {
+    s: BusySnapshot,
+}
+
+impl BusyLocal {
+    fn record(&mut self, ns: u64, shared: &BusyHistogram) {
+        let b = busy_bucket(ns);
+        self.s.buckets[b] += 1;
+        self.s.sum_ns = self.s.sum_ns.wrapping_add(ns);
+        self.s.count += 1;
+        shared.buckets[b].store(self.s.buckets[b], Relaxed);
+        shared.sum_ns.store(self.s.sum_ns, Relaxed);
+        shared.count.store(self.s.count, Relaxed);
     }
 }
 
@@ -229,6 +311,15 @@ impl Control {
     pub fn stats(&self) -> Vec<ShardStats> {
         self.counters.iter().map(|c| c.snapshot()).collect()
     }
+
+    /// The loop busy-time histograms of every shard, summed.
+    pub fn busy(&self) -> BusySnapshot {
+        let mut sum = BusySnapshot::default();
+        for c in &self.counters {
+            sum += c.busy.snapshot();
+        }
+        sum
+    }
 }
 
 /// Why [`Mailer::send`] could not deliver (the mail is handed back).
@@ -260,6 +351,11 @@ impl<M> Clone for Mailer<M> {
 impl<M> Mailer<M> {
     pub fn shard_count(&self) -> usize {
         self.peers.len()
+    }
+
+    /// Mail waiting in each shard's mailbox now, by shard id (a gauge for metrics).
+    pub fn depths(&self) -> Vec<usize> {
+        self.peers.iter().map(|p| p.tx.len()).collect()
     }
 
     /// Queue `mail` for `shard` (never blocks) and wake it.
@@ -476,6 +572,9 @@ pub fn run<C: Core, B: BatchIo>(
         max_pending: settings.max_pending_sends.max(io_batch),
     };
     let mut events = Events::with_capacity(16);
+    let mut busy = BusyLocal {
+        s: BusySnapshot::default(),
+    };
     let mut readable = true;
     let mut more_mail = false;
     // Set once the stop flag is seen: (deadline, core said done).
@@ -498,7 +597,8 @@ pub fn run<C: Core, B: BatchIo>(
                 return Err(e);
             }
         }
-        let now = clock.now();
+        let woke = Instant::now();
+        let now = clock.at(woke);
         drv.stats.loop_iterations += 1;
         let mut writable = false;
         for ev in events.iter() {
@@ -618,6 +718,7 @@ pub fn run<C: Core, B: BatchIo>(
         }
         drv.wake_peers();
         counters.publish(&drv.stats);
+        busy.record(woke.elapsed().as_nanos() as u64, &counters.busy);
 
         if exit {
             break;
@@ -775,6 +876,28 @@ mod tests {
         d.wake_peers();
         assert!(d.to_wake.is_empty());
         assert!(d.wake_marked.iter().all(|m| !m));
+    }
+
+    #[test]
+    fn busy_buckets_and_publishing() {
+        assert_eq!(busy_bucket(0), 0);
+        assert_eq!(busy_bucket(5_000), 0, "5 µs is in the 5 µs bucket");
+        assert_eq!(busy_bucket(5_001), 1);
+        assert_eq!(busy_bucket(100_000_000), BUSY_BOUNDS_US.len() - 1);
+        assert_eq!(busy_bucket(100_000_001), BUSY_BOUNDS_US.len());
+        let shared = BusyHistogram::default();
+        let mut local = BusyLocal {
+            s: BusySnapshot::default(),
+        };
+        local.record(3_000, &shared);
+        local.record(3_000, &shared);
+        local.record(2_000_000, &shared);
+        let s = shared.snapshot();
+        assert_eq!(s.buckets[0], 2);
+        assert_eq!(s.buckets[busy_bucket(2_000_000)], 1);
+        assert_eq!(s.count, 3);
+        assert_eq!(s.sum_ns, 2_006_000);
+        assert_eq!(s.buckets.iter().sum::<u64>(), 3);
     }
 
     #[test]

@@ -18,6 +18,8 @@ pub struct Server {
     stderr: Option<std::process::ChildStderr>,
     /// stderr lines, once [`Server::wait_for_stderr`] started reading them.
     stderr_lines: Option<mpsc::Receiver<String>>,
+    /// The management HTTP server's address, from its line before the ready line.
+    pub admin: Option<SocketAddr>,
 }
 
 /// `sipshard run --listen 127.0.0.1:0 --shards N [extra...]`, waiting for the ready line.
@@ -34,9 +36,16 @@ pub fn start_with_args(args: &[&str]) -> Result<Server, String> {
 }
 
 /// As [`start_with_args`], with `RUST_LOG` set to `rust_log`.
+/// `run` without `--admin-listen` gets `--admin-listen 127.0.0.1:0`, so parallel tests never
+/// fight over the default admin port.
 pub fn start_with_log(args: &[&str], rust_log: &str) -> Result<Server, String> {
+    let mut args = args.to_vec();
+    if args.first() == Some(&"run") && !args.contains(&"--admin-listen") {
+        args.extend(["--admin-listen", "127.0.0.1:0"]);
+    }
+    let mut admin = None;
     let mut child = Command::new(env!("CARGO_BIN_EXE_sipshard"))
-        .args(args)
+        .args(&args)
         .env("RUST_LOG", rust_log)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -58,6 +67,9 @@ pub fn start_with_log(args: &[&str], rust_log: &str) -> Result<Server, String> {
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
             Ok(line) => {
+                if let Some(a) = line.strip_prefix("sipshard admin listening on http ") {
+                    admin = a.trim().parse().ok();
+                }
                 if let Some(addr) = parse_ready_line(&line) {
                     let stderr = child.stderr.take();
                     return Ok(Server {
@@ -66,6 +78,7 @@ pub fn start_with_log(args: &[&str], rust_log: &str) -> Result<Server, String> {
                         lines: rx,
                         stderr,
                         stderr_lines: None,
+                        admin,
                     });
                 }
             }
