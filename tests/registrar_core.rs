@@ -1241,3 +1241,33 @@ fn ok_carries_a_date_from_the_wall_clock_given_at_start() {
         Some("Sun, 06 Nov 1994 09:07:17 GMT")
     );
 }
+
+/// Keepalive Call-IDs are chosen so that the kernel's steering program (`sip::steer`) delivers
+/// their answers to the shard that sent them.
+#[test]
+fn keepalive_call_ids_steer_answers_to_the_owner_shard() {
+    let mut h = H::new(&cfg());
+    h.r.set_shard_count(4);
+    for k in 0..20 {
+        let o = h.send(&nat_reg(&format!("s{k}")), "198.51.100.7:40000", 1, T0);
+        assert_eq!(o.status, 200);
+    }
+    let mut now = T0;
+    while let Some(d) = h.r.next_deadline() {
+        if d > T0 + 30_000 {
+            break;
+        }
+        now = now.max(d);
+        h.timers(now);
+    }
+    assert_eq!(h.sink.sent.len(), 20);
+    let mut p = Parser::new();
+    let mut call_ids = HashSet::new();
+    for (_, req, _, _, _) in &h.sink.sent {
+        let m = p.parse(req).unwrap();
+        let cid = m.call_id().unwrap().to_vec();
+        assert_eq!(sipshard::sip::steer::steer_shard(&cid, 4), 0);
+        call_ids.insert(cid);
+    }
+    assert_eq!(call_ids.len(), 20, "Call-IDs stay unique");
+}

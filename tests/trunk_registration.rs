@@ -823,3 +823,21 @@ fn stop_with_a_request_in_flight_unregisters_and_ignores_the_old_answer() {
     assert_eq!((st.requests, st.attempts), (2, 1));
     assert_eq!(st.next_action_at, None);
 }
+
+/// The Call-ID is re-derived so that its steering hash names the owner shard (3 in `local`), and it
+/// then stays the same for the registration's whole life.
+#[test]
+fn call_id_steers_answers_to_the_owner_shard() {
+    for shards in [4usize, 5, 8] {
+        let mut h = H::new(trunk(Some(300)));
+        h.reg.steer_call_id(shards);
+        let cid = h.reg.call_id().to_string();
+        assert_eq!(
+            sipshard::sip::steer::steer_shard(cid.as_bytes(), shards),
+            3,
+            "{cid}"
+        );
+        h.start();
+        assert_eq!(h.reg.call_id(), cid);
+    }
+}

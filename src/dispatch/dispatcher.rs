@@ -271,7 +271,11 @@ impl Dispatcher {
             out_buf: Vec::with_capacity(2048),
             sent_by: Vec::with_capacity(64),
             counters: DispatchCounters::default(),
-            reg: RegisterPath::new(shard, config, shared, now),
+            reg: {
+                let mut reg = RegisterPath::new(shard, config, shared, now);
+                reg.registrar.set_shard_count(shards.max(1));
+                reg
+            },
             events: Vec::new(),
             trunks: Trunks::new(shard, shards.max(1), config, shared, now),
             proxy: Proxy::new(

@@ -64,6 +64,7 @@ struct PendingTrunk {
 /// The trunks of one shard.
 pub struct Trunks {
     shard: ShardId,
+    shards: usize,
     seed: u64,
     send_unregister: bool,
     /// `[server] advertised_address`.
@@ -185,6 +186,7 @@ impl Trunks {
         }
         Trunks {
             shard,
+            shards: shards.max(1),
             seed: shared.seed,
             send_unregister: config.sip.user_agent_send_unregister,
             advertised: config.server.advertised_address.clone(),
@@ -223,8 +225,10 @@ impl Trunks {
                 user_agent: SERVER_NAME.to_string(),
                 spread_slot: Some(p.slot),
             };
+            let mut reg = OutboundRegistration::new(p.cfg, l);
+            reg.steer_call_id(self.shards);
             self.entries.push(Entry {
-                reg: OutboundRegistration::new(p.cfg, l),
+                reg,
                 dst: p.dst,
                 timer: None,
                 token: 0,

@@ -285,6 +285,9 @@ pub struct Registrar {
     /// Unix time in ms at `Millis` 0 of the caller's clock, when known: the 200 OK then
     /// carries a `Date` header (RFC 3261 §10.3 step 8). The core never reads a clock.
     wall_at_zero_ms: Option<u64>,
+    /// Shards of the process (1 until told): keepalive Call-IDs are chosen so that the kernel's
+    /// steering program delivers their answers to this shard (`sip::steer`).
+    shards: usize,
     counters: RegistrarCounters,
     // Scratch buffers, reused.
     key: Vec<u8>,
@@ -400,6 +403,7 @@ impl Registrar {
             unique: seed.rotate_left(32),
             local: cfg.server.listen,
             wall_at_zero_ms: None,
+            shards: 1,
             counters: RegistrarCounters::default(),
             key: Vec::with_capacity(128),
             plan: Vec::with_capacity(8),
@@ -421,6 +425,11 @@ impl Registrar {
     /// it, so 200 OKs carry `Date: <now as IMF-fixdate>` (the time is `unix_ms_at_zero + now`,
     /// so it follows the monotonic clock and does not see later steps of the wall clock).
     /// Without it no Date header is written.
+    /// How many shards the process runs (for steering keepalive answers back to this shard).
+    pub fn set_shard_count(&mut self, shards: usize) {
+        self.shards = shards.max(1);
+    }
+
     pub fn set_wall_clock(&mut self, unix_ms_at_zero: u64) {
         self.wall_at_zero_ms = Some(unix_ms_at_zero);
     }
@@ -1159,9 +1168,17 @@ impl Registrar {
             self.uri_buf.push(b'@');
         }
         self.uri_buf.extend_from_slice(&aor[at + 1..]);
-        self.call_id_buf.clear();
-        self.call_id_buf.extend_from_slice(b"ka");
-        push_hex(&mut self.call_id_buf, unique);
+        // `<salt>ka<unique>`: the salt (2 hex digits) picks a Call-ID whose steering hash is this
+        // shard, so the kernel delivers the answer here rather than to a shard that would hand it
+        // over (at worst, after 256 misses, the last one is used and the answer is handed over).
+        for salt in 0..=255u8 {
+            self.call_id_buf.clear();
+            let _ = std::io::Write::write_fmt(&mut self.call_id_buf, format_args!("{salt:02x}ka"));
+            push_hex(&mut self.call_id_buf, unique);
+            if crate::sip::steer::steer_shard(&self.call_id_buf, self.shards) == self.shard {
+                break;
+            }
+        }
         let mut sent_by = [0u8; 64];
         let sent_by = {
             use std::io::Write;

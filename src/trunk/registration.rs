@@ -196,6 +196,22 @@ fn split_host_port(s: &str) -> (&str, u16) {
 }
 
 impl OutboundRegistration {
+    /// Re-derive the Call-ID (before the first request) so that its steering hash
+    /// (`sip::steer`) names `local.shard` among `shards`: the kernel's steering program then
+    /// delivers the upstream's answers straight to the owner shard. The first two hex digits are
+    /// a salt; after 256 misses the last candidate stays (answers are then handed over by branch).
+    pub fn steer_call_id(&mut self, shards: usize) {
+        if shards <= 1 || self.state != State::Idle {
+            return;
+        }
+        for salt in 0..=255u8 {
+            self.call_id.replace_range(..2, &format!("{salt:02x}"));
+            if crate::sip::steer::steer_shard(self.call_id.as_bytes(), shards) == self.local.shard {
+                break;
+            }
+        }
+    }
+
     /// A registration for `cfg`, idle until [`start`](Self::start).
     pub fn new(cfg: TrunkConfig, local: Local) -> OutboundRegistration {
         let key = mix(local.seed ^ fnv1a(cfg.name.as_bytes()));
