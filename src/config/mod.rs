@@ -181,7 +181,7 @@ impl Default for ServerConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 5060)),
             shards: 0,
-            pin_shards: true,
+            pin_shards: false,
             reuseport_steering: true,
             recv_buffer_bytes: 8 * 1024 * 1024,
             send_buffer_bytes: 4 * 1024 * 1024,

@@ -87,7 +87,7 @@ const SNAKE: &str = r#"
 [server]
 listen = "0.0.0.0:5070"
 shards = 4
-pin_shards = false
+pin_shards = true
 io_backend = "portable"
 
 [sip]
@@ -115,7 +115,7 @@ const VOS: &str = r#"
 [server]
 listen = "0.0.0.0:5070"
 shards = 4
-pin_shards = "Off"
+pin_shards = "On"
 io_backend = "Portable"
 
 [sip]
@@ -166,7 +166,7 @@ fn both_spellings_give_the_same_config() {
     assert_eq!(a.sip.registrar_max_bindings, 5);
     assert_eq!(a.server.listen, "0.0.0.0:5070".parse().unwrap());
     assert_eq!(a.server.shards, 4);
-    assert!(!a.server.pin_shards);
+    assert!(a.server.pin_shards);
     assert_eq!(a.server.io_backend, IoBackendKind::Portable);
     assert_eq!(a.log_level, "debug");
 }
