@@ -963,3 +963,44 @@ fn call_to_a_registered_sipp_uas() {
     assert_eq!(r[9], "200");
     assert_eq!(attempts(r)[0].0, "user");
 }
+
+#[test]
+fn max_call_duration_hangs_up_both_sides() {
+    let gw = Gateway::start(Behaviour::Answer);
+    let s = Setup::start(
+        "calls-maxdur",
+        &(gateways_toml(&[("gw1", gw.addr)], &["gw1"])
+            .replace("[routing]\n", "[routing]\nmax_call_duration = 1\n")
+            + TRUSTED_LOOPBACK),
+    );
+    let caller = Caller::new(s.addr(), "maxdur-1@test");
+    caller.invite("5551234");
+    let (_, ok) = caller.final_response("INVITE", Duration::from_secs(10));
+    let ok = ok.expect("a final response");
+    assert_eq!(status_of(&ok), Some(200), "{ok}");
+    let to = header(&ok, "To").unwrap().to_string();
+    let mut route: Vec<&str> = headers(&ok, "Record-Route");
+    route.reverse();
+    caller.send(&caller.request("ACK", "sip:gw@127.0.0.1", "z9hG4bKack1", 1, &to, &route));
+    // About 1 s after the answer the server sends the caller a BYE of the dialog...
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut bye = None;
+    while Instant::now() < deadline && bye.is_none() {
+        if let Some((msg, _)) = recv_from(&caller.sock, deadline) {
+            if method_of(&msg) == Some("BYE") {
+                bye = Some(msg);
+            }
+        }
+    }
+    let bye = bye.expect("a BYE to the caller");
+    assert_eq!(header(&bye, "Call-ID"), Some("maxdur-1@test"));
+    assert_eq!(header(&bye, "From"), Some(to.as_str()), "the callee's side");
+    assert!(header(&bye, "To").unwrap().contains("tag=caller1"), "{bye}");
+    // ... and the gateway one.
+    assert!(gw.wait_for("BYE", 1, Duration::from_secs(5)));
+    let (t, rows) = s.stop();
+    assert_eq!(t.get("calls_max_duration"), Some(&1), "{t:?}");
+    let r = row(&rows, "maxdur-1@test");
+    assert_eq!(r[10], "max_duration");
+    assert_eq!(r[9], "200");
+}
