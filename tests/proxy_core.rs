@@ -1512,3 +1512,36 @@ fn a_provisional_after_the_attempt_timed_out_is_cancelled() {
         vec![AttemptOutcome::NoResponse, AttemptOutcome::Answered]
     );
 }
+
+#[test]
+fn a_cancelled_call_whose_best_is_a_timeout_gets_487() {
+    // gw1 times out (408 in the context), the caller CANCELs while gw2 rings, gw2 ends with a
+    // 500 instead of the 487: the caller still gets 487 for its CANCELed INVITE, not our 408.
+    let mut h = H::new("");
+    let inv0 = invite("cx1", "1555", "");
+    h.recv(CALLER, &inv0);
+    h.advance_to(10_000);
+    let inv2 = h.last_to(GW2, "INVITE");
+    h.now = 10_100;
+    h.recv(GW2, &response(&inv2, "180 Ringing", Some("g2")));
+    h.now = 11_000;
+    h.recv(
+        CALLER,
+        &inv0
+            .replace("INVITE sip", "CANCEL sip")
+            .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL"),
+    );
+    let cancel = h.last_to(GW2, "CANCEL");
+    h.now = 11_050;
+    h.recv(GW2, &response(&cancel, "200 OK", Some("g2")));
+    h.recv(
+        GW2,
+        &response(&inv2, "500 Server Internal Error", Some("g2")),
+    );
+    assert_eq!(starts(&h.lines_to(CALLER), "SIP/2.0 487"), vec![11_050]);
+    let cdr = h.cdr();
+    assert_eq!(
+        (cdr.final_status, cdr.end_reason),
+        (487, EndReason::CallerCancel)
+    );
+}

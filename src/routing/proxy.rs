@@ -1328,7 +1328,13 @@ impl Proxy {
         let c = &mut self.calls[idx as usize];
         let status = c.best_status;
         if c.best.is_empty() {
-            let status = if status == 0 { 408 } else { status };
+            // Ours: a 408 for the timeouts, or a 487 for a caller's CANCEL (the branches that
+            // answered did so with worse than the timeout).
+            let status = match (status, received) {
+                (_, EndReason::CallerCancel) => 487,
+                (0, _) => 408,
+                (s, _) => s,
+            };
             self.fail(
                 idx,
                 status,
