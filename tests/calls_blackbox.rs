@@ -2,9 +2,7 @@
 //! `[[peers]]`, callers and gateways on 127.0.0.1 (our own UDP sockets, or sipp), timelines
 //! measured on the wire and the CDR file read back after a clean shutdown.
 //!
-//! Tests marked `#[ignore = "needs the proxy core (branch proxy)"]` were written against the
-//! config schema of the proxy core before it was merged; they run once it is (the lead removes the
-//! attribute). Timing assertions here are about the server's timers (seconds apart), with
+//! Timing assertions here are about the server's timers (seconds apart), with
 //! generous tolerances; nothing asserts how fast the server runs.
 
 mod common;
@@ -80,6 +78,7 @@ fn response(req: &str, status: u16, reason: &str, to_tag: &str, contact: Option<
     r
 }
 
+/// One datagram, waiting no longer than 100 ms (and not past `until`): None on silence.
 fn recv_from(sock: &UdpSocket, until: Instant) -> Option<(String, SocketAddr)> {
     let left = until.saturating_duration_since(Instant::now());
     if left.is_zero() {
@@ -272,7 +271,12 @@ impl Caller {
     fn final_response(&self, method: &str, within: Duration) -> (Vec<u16>, Option<String>) {
         let deadline = Instant::now() + within;
         let mut provisional = Vec::new();
-        while let Some((msg, _)) = recv_from(&self.sock, deadline) {
+        // `recv_from` gives up after at most 100 ms of silence: keep reading until the deadline
+        // (a failover or a ringing timeout leaves the caller seconds without a message).
+        while Instant::now() < deadline {
+            let Some((msg, _)) = recv_from(&self.sock, deadline) else {
+                continue;
+            };
             if cseq_method(&msg) != method {
                 continue;
             }
@@ -543,7 +547,7 @@ fn cdr_counters_are_in_the_totals_and_no_file_without_calls() {
     assert!(!totals(&lines).contains_key("cdr_written"), "{lines:?}");
 }
 
-// ---- the proxy (ignored until the proxy core is merged) ----------------------------------------
+// ---- the proxy ----------------------------------------------------------------------------------
 
 #[test]
 fn failover_timeline_with_gateway_1_silent() {
@@ -826,6 +830,8 @@ fn digest_on_invite_then_the_call_completes() {
             scenario("uac_invite_auth.xml").to_str().unwrap(),
             "-s",
             "5551234",
+            "-inf",
+            &users,
             "-au",
             "1001",
             "-ap",
@@ -875,12 +881,35 @@ fn call_to_a_registered_sipp_uas() {
             + TRUSTED_LOOPBACK
             + "[registrar]\nrequire_auth = \"Off\"\nrate_limit_per_source = 0\n\n"),
     );
+    // The phone: sipp registers 2001 with Contact sip:2001@127.0.0.1:PORT (and exits on the 200),
+    // then a sipp UAS takes calls on that port. (One sipp cannot do both: a client-mode sipp
+    // discards requests with a Call-ID it did not create.)
     let phone_port = free_port();
-    let messages = s.dir.0.join("phone-messages.log");
-    let phone = Sipp::spawn(
+    let reg = Sipp::spawn(
         &s.dir.0,
         &[
             &s.addr().to_string(),
+            "-sf",
+            scenario("register_phone.xml").to_str().unwrap(),
+            "-s",
+            "2001",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &phone_port.to_string(),
+            "-m",
+            "1",
+        ],
+    );
+    assert_eq!(
+        reg.wait(Duration::from_secs(10)),
+        Some(0),
+        "the phone's REGISTER: {}",
+        sipp_log(&s.dir.0)
+    );
+    let phone = Sipp::spawn(
+        &s.dir.0,
+        &[
             "-sf",
             scenario("uas_registered.xml").to_str().unwrap(),
             "-s",
@@ -891,21 +920,12 @@ fn call_to_a_registered_sipp_uas() {
             &phone_port.to_string(),
             "-m",
             "1",
-            "-trace_msg",
-            "-message_file",
-            messages.to_str().unwrap(),
         ],
     );
-    // The phone is registered once it got the 200 to its REGISTER (the first 200 it receives):
-    // watch its message log, bounded.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !std::fs::read_to_string(&messages).is_ok_and(|m| m.contains("SIP/2.0 200")) {
-        assert!(
-            Instant::now() < deadline,
-            "the phone's REGISTER got no 200 within 10 s"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert!(
+        wait_bound(phone_port, Duration::from_secs(10)),
+        "the phone's sipp UAS is not listening"
+    );
     let caller_dir = TempDir::new("calls-registered-uac");
     let uac = Sipp::spawn(
         &caller_dir.0,
@@ -942,4 +962,45 @@ fn call_to_a_registered_sipp_uas() {
     let r = row(&rows, "reg-1@test");
     assert_eq!(r[9], "200");
     assert_eq!(attempts(r)[0].0, "user");
+}
+
+#[test]
+fn max_call_duration_hangs_up_both_sides() {
+    let gw = Gateway::start(Behaviour::Answer);
+    let s = Setup::start(
+        "calls-maxdur",
+        &(gateways_toml(&[("gw1", gw.addr)], &["gw1"])
+            .replace("[routing]\n", "[routing]\nmax_call_duration = 1\n")
+            + TRUSTED_LOOPBACK),
+    );
+    let caller = Caller::new(s.addr(), "maxdur-1@test");
+    caller.invite("5551234");
+    let (_, ok) = caller.final_response("INVITE", Duration::from_secs(10));
+    let ok = ok.expect("a final response");
+    assert_eq!(status_of(&ok), Some(200), "{ok}");
+    let to = header(&ok, "To").unwrap().to_string();
+    let mut route: Vec<&str> = headers(&ok, "Record-Route");
+    route.reverse();
+    caller.send(&caller.request("ACK", "sip:gw@127.0.0.1", "z9hG4bKack1", 1, &to, &route));
+    // About 1 s after the answer the server sends the caller a BYE of the dialog...
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut bye = None;
+    while Instant::now() < deadline && bye.is_none() {
+        if let Some((msg, _)) = recv_from(&caller.sock, deadline) {
+            if method_of(&msg) == Some("BYE") {
+                bye = Some(msg);
+            }
+        }
+    }
+    let bye = bye.expect("a BYE to the caller");
+    assert_eq!(header(&bye, "Call-ID"), Some("maxdur-1@test"));
+    assert_eq!(header(&bye, "From"), Some(to.as_str()), "the callee's side");
+    assert!(header(&bye, "To").unwrap().contains("tag=caller1"), "{bye}");
+    // ... and the gateway one.
+    assert!(gw.wait_for("BYE", 1, Duration::from_secs(5)));
+    let (t, rows) = s.stop();
+    assert_eq!(t.get("calls_max_duration"), Some(&1), "{t:?}");
+    let r = row(&rows, "maxdur-1@test");
+    assert_eq!(r[10], "max_duration");
+    assert_eq!(r[9], "200");
 }

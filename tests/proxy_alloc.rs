@@ -84,7 +84,7 @@ fn response(req: &str, status: &str, tag: Option<&str>) -> String {
     let mut r = format!("SIP/2.0 {status}\r\n");
     for l in req.lines() {
         let name = l.split(':').next().unwrap_or("");
-        if matches!(name, "Via" | "From" | "Call-ID" | "CSeq") {
+        if matches!(name, "Via" | "Record-Route" | "From" | "Call-ID" | "CSeq") {
             r.push_str(l);
             r.push_str("\r\n");
         }
@@ -96,6 +96,10 @@ fn response(req: &str, status: &str, tag: Option<&str>) -> String {
             }
             r.push_str("\r\n");
         }
+    }
+    if status.starts_with('2') {
+        // What the proxy keeps of an answer (for its own BYEs): To, Contact, Record-Route.
+        r.push_str("Contact: <sip:1555@192.0.2.1:5080>\r\n");
     }
     r.push_str("Content-Length: 0\r\n\r\n");
     r

@@ -321,6 +321,8 @@ Call-ID: c3\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n";
 
 #[test]
 fn no_gateway_left() {
+    // 502 then 503: the best response of the context (RFC 3261 §16.7 step 6) is the 502 (same
+    // class; a 503 is the last choice since it would go up as 500).
     let mut h = H::new("");
     h.recv(CALLER, &invite("c4", "1555", ""));
     let inv = h.last_to(GW1, "INVITE");
@@ -329,25 +331,30 @@ fn no_gateway_left() {
     let inv2 = h.last_to(GW2, "INVITE");
     h.now = 20;
     h.recv(GW2, &response(&inv2, "503 Service Unavailable", Some("y")));
-    let last = h.last_to(CALLER, "SIP/2.0 503");
+    let last = h.last_to(CALLER, "SIP/2.0 502");
     assert!(last.contains("CSeq: 1 INVITE"), "{last}");
+    assert!(last.contains("tag=x"), "gateway 1's 502 itself: {last}");
+    assert!(starts(&h.lines_to(CALLER), "SIP/2.0 503").is_empty());
     let cdr = h.cdr();
     assert_eq!(cdr.end_reason, EndReason::AllGatewaysFailed);
-    assert_eq!(cdr.final_status, 503);
+    assert_eq!(cdr.final_status, 502);
     assert_eq!(
         cdr.attempts.iter().map(|a| a.outcome).collect::<Vec<_>>(),
         vec![AttemptOutcome::Rejected(502), AttemptOutcome::Rejected(503)]
     );
 
-    // Both silent: 503 with a Warning that says why, at 20 s.
+    // Both silent: every attempt timed out, which counts as 408 (§16.8): our 408 with a Warning
+    // that says why, at 20 s.
     let mut h = H::new("");
     h.recv(CALLER, &invite("c5", "1555", ""));
     h.advance_to(30_000);
     // The final is re-sent until the caller's ACK (INVITE server transaction).
-    assert_eq!(starts(&h.lines_to(CALLER), "SIP/2.0 503")[0], 20_000);
-    let r = h.last_to(CALLER, "SIP/2.0 503");
+    assert_eq!(starts(&h.lines_to(CALLER), "SIP/2.0 408")[0], 20_000);
+    let r = h.last_to(CALLER, "SIP/2.0 408");
     assert!(r.contains("Warning: 399 sipshard \"no gateway left"), "{r}");
-    assert_eq!(h.cdr().end_reason, EndReason::AllGatewaysFailed);
+    let cdr = h.cdr();
+    assert_eq!(cdr.end_reason, EndReason::AllGatewaysFailed);
+    assert_eq!(cdr.final_status, 408);
 }
 
 #[test]
@@ -1053,4 +1060,488 @@ Content-Length: 0\r\n\r\n";
     // A number nobody registered goes by the routes.
     h.recv(CALLER, &invite("ru2", "1555", ""));
     assert!(h.last_to(GW1, "INVITE").contains("Call-ID: ru2"));
+}
+
+// ---- best final response of a response context (RFC 3261 §16.7 step 6) ----------------------
+
+const PHONE_A: &str = "198.51.100.20:5070";
+const PHONE_B: &str = "198.51.100.21:5070";
+
+/// User 2001 registered with two contacts of equal q (PHONE_A, PHONE_B, each from its own
+/// address, so neither is taken for NAT): calls to it fork.
+fn two_phones() -> H {
+    let mut h = H::new(
+        "[registrar]\nrequire_auth = \"Off\"\n[[registrar.accounts]]\nuser = \"2001\"\npassword = \"pw\"\n",
+    );
+    for (n, phone) in [PHONE_A, PHONE_B].into_iter().enumerate() {
+        let reg = format!(
+            "REGISTER sip:203.0.113.1 SIP/2.0\r\nVia: SIP/2.0/UDP {phone};branch=z9hG4bK-r{n}\r\n\
+Max-Forwards: 70\r\nFrom: <sip:2001@203.0.113.1>;tag=r\r\nTo: <sip:2001@203.0.113.1>\r\n\
+Call-ID: reg0\r\nCSeq: {} REGISTER\r\nContact: <sip:2001@{phone}>\r\nExpires: 600\r\n\
+Content-Length: 0\r\n\r\n",
+            n + 1
+        );
+        h.recv(phone, &reg);
+        let ok = h.last_to(phone, "SIP/2.0 200");
+        let contact = header_lines(&ok, "Contact")[0];
+        assert_eq!(contact.matches("<sip:2001@").count(), n + 1, "{ok}");
+    }
+    h
+}
+
+/// A response with extra header lines (`extra` ends with CRLF).
+fn response_with(req: &str, status: &str, tag: &str, extra: &str) -> String {
+    response(req, status, Some(tag)).replace(
+        "Content-Length: 0\r\n",
+        &format!("{extra}Content-Length: 0\r\n"),
+    )
+}
+
+#[test]
+fn fork_lowest_class_wins_and_challenges_are_merged() {
+    // 500 from A, 404 from B: the lowest class (4xx) goes up, whatever the order.
+    let mut h = two_phones();
+    h.recv(CALLER, &invite("f1", "2001", ""));
+    let (ia, ib) = (h.last_to(PHONE_A, "INVITE"), h.last_to(PHONE_B, "INVITE"));
+    h.now = 10;
+    h.recv(
+        PHONE_A,
+        &response(&ia, "500 Server Internal Error", Some("a")),
+    );
+    assert_eq!(
+        h.lines_to(CALLER).len(),
+        1,
+        "only the 100: B is still pending"
+    );
+    h.now = 20;
+    h.recv(PHONE_B, &response(&ib, "404 Not Found", Some("b")));
+    let fin = h.last_to(CALLER, "SIP/2.0 404");
+    assert!(fin.contains("tag=b"), "{fin}");
+    assert!(starts(&h.lines_to(CALLER), "SIP/2.0 500").is_empty());
+    let cdr = h.cdr();
+    assert_eq!(
+        (cdr.final_status, cdr.end_reason),
+        (404, EndReason::Rejected)
+    );
+
+    // 401 from A, 407 from B: the first (401) goes up carrying both challenges, unmodified.
+    let mut h = two_phones();
+    h.recv(CALLER, &invite("f2", "2001", ""));
+    let (ia, ib) = (h.last_to(PHONE_A, "INVITE"), h.last_to(PHONE_B, "INVITE"));
+    h.now = 10;
+    h.recv(
+        PHONE_A,
+        &response_with(
+            &ia,
+            "401 Unauthorized",
+            "a",
+            "WWW-Authenticate: Digest realm=\"a\", nonce=\"1\"\r\n",
+        ),
+    );
+    h.recv(
+        PHONE_B,
+        &response_with(
+            &ib,
+            "407 Proxy Authentication Required",
+            "b",
+            "Proxy-Authenticate: Digest realm=\"b\", nonce=\"2\"\r\n",
+        ),
+    );
+    let fin = h.last_to(CALLER, "SIP/2.0 401");
+    assert_eq!(
+        header_lines(&fin, "WWW-Authenticate"),
+        vec!["WWW-Authenticate: Digest realm=\"a\", nonce=\"1\""],
+        "{fin}"
+    );
+    assert_eq!(
+        header_lines(&fin, "Proxy-Authenticate"),
+        vec!["Proxy-Authenticate: Digest realm=\"b\", nonce=\"2\""],
+        "{fin}"
+    );
+    assert_eq!(header_lines(&fin, "Via").len(), 1, "our Via removed: {fin}");
+    assert!(fin.ends_with("Content-Length: 0\r\n\r\n"), "{fin}");
+    assert_eq!(h.cdr().final_status, 401);
+}
+
+#[test]
+fn fork_6xx_cancels_the_other_branches_and_goes_up_at_once() {
+    let mut h = two_phones();
+    h.recv(CALLER, &invite("f3", "2001", ""));
+    let (ia, ib) = (h.last_to(PHONE_A, "INVITE"), h.last_to(PHONE_B, "INVITE"));
+    h.now = 10;
+    h.recv(PHONE_B, &response(&ib, "180 Ringing", Some("b")));
+    h.now = 20;
+    h.recv(PHONE_A, &response(&ia, "603 Decline", Some("a")));
+    // B is CANCELed at once (it rang), and the 603 goes up without waiting for B's 487.
+    assert_eq!(starts(&h.lines_to(PHONE_B), "CANCEL"), vec![20]);
+    assert_eq!(starts(&h.lines_to(CALLER), "SIP/2.0 603"), vec![20]);
+    let cancel = h.last_to(PHONE_B, "CANCEL");
+    h.now = 30;
+    h.recv(PHONE_B, &response(&cancel, "200 OK", Some("b")));
+    h.recv(PHONE_B, &response(&ib, "487 Request Terminated", Some("b")));
+    assert!(starts(&h.lines_to(CALLER), "SIP/2.0 487").is_empty());
+    let cdr = h.cdr();
+    assert_eq!(
+        (cdr.final_status, cdr.end_reason),
+        (603, EndReason::Rejected)
+    );
+    let mut outcomes: Vec<_> = cdr
+        .attempts
+        .iter()
+        .map(|a| (a.destination, a.outcome))
+        .collect();
+    outcomes.sort_by_key(|o| o.0);
+    assert_eq!(
+        outcomes,
+        vec![
+            (addr(PHONE_A), AttemptOutcome::Rejected(603)),
+            (addr(PHONE_B), AttemptOutcome::CancelledByFork)
+        ]
+    );
+    assert_eq!(h.counter("calls_live"), 0);
+}
+
+#[test]
+fn a_503_goes_up_as_500_and_a_6xx_stops_the_failover() {
+    // Both gateways 503: the caller gets 500 (a 503 would tell it this proxy is unavailable).
+    let mut h = H::new("");
+    h.recv(CALLER, &invite("f4", "1555", ""));
+    let inv = h.last_to(GW1, "INVITE");
+    h.now = 10;
+    h.recv(GW1, &response(&inv, "503 Service Unavailable", Some("x")));
+    let inv2 = h.last_to(GW2, "INVITE");
+    h.now = 20;
+    h.recv(GW2, &response(&inv2, "503 Service Unavailable", Some("y")));
+    let fin = h.last_to(CALLER, "SIP/2.0 500 Server Internal Error\r\n");
+    assert!(fin.contains("tag=x"), "the first 503, rewritten: {fin}");
+    assert!(starts(&h.lines_to(CALLER), "SIP/2.0 503").is_empty());
+    let cdr = h.cdr();
+    assert_eq!(
+        (cdr.final_status, cdr.end_reason),
+        (500, EndReason::AllGatewaysFailed)
+    );
+
+    // A 6xx never moves to the next gateway, even when listed in failover_statuses.
+    let mut h = H::new("[routing]\nfailover_statuses = [503, 603]\n");
+    h.recv(CALLER, &invite("f5", "1555", ""));
+    let inv = h.last_to(GW1, "INVITE");
+    h.now = 10;
+    h.recv(GW1, &response(&inv, "603 Decline", Some("x")));
+    assert!(h.lines_to(GW2).is_empty());
+    assert_eq!(starts(&h.lines_to(CALLER), "SIP/2.0 603"), vec![10]);
+    assert_eq!(h.cdr().end_reason, EndReason::Rejected);
+
+    // A timeout (408, §16.8) then a 503: the 408 (lower class) goes up, ours, with the Warning.
+    let mut h = H::new("");
+    h.recv(CALLER, &invite("f6", "1555", ""));
+    h.advance_to(10_000);
+    let inv2 = h.last_to(GW2, "INVITE");
+    h.now = 10_050;
+    h.recv(GW2, &response(&inv2, "503 Service Unavailable", Some("y")));
+    let fin = h.last_to(CALLER, "SIP/2.0 408");
+    assert!(
+        fin.contains("Warning: 399 sipshard \"no gateway left"),
+        "{fin}"
+    );
+    assert_eq!(h.cdr().final_status, 408);
+}
+
+// ---- max_call_duration ---------------------------------------------------------------------
+
+#[test]
+fn max_call_duration_sends_bye_both_ways_within_the_dialog() {
+    let mut h = H::new("[routing]\nmax_call_duration = 60\n");
+    // The caller's side has a proxy that record-routes (198.51.100.7); so has the callee's
+    // (192.0.2.99, above our entry in the 2xx).
+    h.recv(
+        CALLER,
+        &invite("m1", "1555", "Record-Route: <sip:198.51.100.7;lr>\r\n"),
+    );
+    let inv = h.last_to(GW1, "INVITE");
+    h.now = 100;
+    h.recv(
+        GW1,
+        &response_with(
+            &inv,
+            "200 OK",
+            "g",
+            "Record-Route: <sip:192.0.2.99;lr>, <sip:203.0.113.1:5060;lr;s=0>, <sip:198.51.100.7;lr>\r\n",
+        ),
+    );
+    h.last_to(CALLER, "SIP/2.0 200");
+    h.now = 200;
+    h.recv(CALLER, &in_dialog("ACK", "m1", "g", 1, "ack"));
+    // An INFO from the caller (CSeq 5) moves its CSeq on; it completes.
+    h.now = 1_000;
+    h.recv(CALLER, &in_dialog("INFO", "m1", "g", 5, "info"));
+    let info = h.last_to(GW1, "INFO");
+    h.recv(GW1, &response(&info, "200 OK", None));
+    let sent_before = h.out.sent.len();
+    h.advance_to(60_099);
+    assert_eq!(
+        h.out.sent.len(),
+        sent_before,
+        "nothing before 60 s after the answer"
+    );
+    h.advance_to(60_100);
+    // To the callee: through its record-routing proxy, to the 2xx's Contact, caller's CSeq + 1.
+    let bye = h.last_to("192.0.2.99:5060", "BYE");
+    assert!(
+        bye.starts_with("BYE sip:gw@192.0.2.2:5080 SIP/2.0\r\n"),
+        "{bye}"
+    );
+    assert_eq!(
+        header_lines(&bye, "Route"),
+        vec!["Route: <sip:192.0.2.99;lr>"]
+    );
+    assert_eq!(
+        header_lines(&bye, "From"),
+        vec!["From: <sip:alice@198.51.100.1>;tag=a1"]
+    );
+    assert_eq!(
+        header_lines(&bye, "To"),
+        vec!["To: <sip:1555@203.0.113.1>;tag=g"]
+    );
+    assert_eq!(header_lines(&bye, "CSeq"), vec!["CSeq: 6 BYE"]);
+    assert_eq!(header_lines(&bye, "Call-ID"), vec!["Call-ID: m1"]);
+    // To the caller: through its proxy, to its Contact, From/To swapped.
+    let bye2 = h.last_to("198.51.100.7:5060", "BYE");
+    assert!(
+        bye2.starts_with("BYE sip:alice@198.51.100.1:5060 SIP/2.0\r\n"),
+        "{bye2}"
+    );
+    assert_eq!(
+        header_lines(&bye2, "Route"),
+        vec!["Route: <sip:198.51.100.7;lr>"]
+    );
+    assert_eq!(
+        header_lines(&bye2, "From"),
+        vec!["From: <sip:1555@203.0.113.1>;tag=g"]
+    );
+    assert_eq!(
+        header_lines(&bye2, "To"),
+        vec!["To: <sip:alice@198.51.100.1>;tag=a1"]
+    );
+    assert_eq!(header_lines(&bye2, "CSeq"), vec!["CSeq: 1 BYE"]);
+    for b in [&bye, &bye2] {
+        assert!(b.contains("Max-Forwards: 70\r\n"), "{b}");
+        assert!(b.contains(";branch=z9hG4bKsS0000"), "our Via: {b}");
+    }
+    let cdr = h.cdr();
+    assert_eq!(cdr.end_reason, EndReason::MaxDuration);
+    assert_eq!(
+        (cdr.answer, cdr.end, cdr.duration_ms()),
+        (Some(100), 60_100, 60_000)
+    );
+    assert_eq!(h.counter("calls_max_duration"), 1);
+    assert_eq!(h.counter("calls_live"), 0, "the call's state is freed");
+    // The answers to our BYEs are absorbed; the caller's own BYE now finds no dialog.
+    let n = h.out.sent.len();
+    h.now = 60_150;
+    h.recv("192.0.2.99:5060", &response(&bye, "200 OK", None));
+    h.recv("198.51.100.7:5060", &response(&bye2, "200 OK", None));
+    assert_eq!(h.out.sent.len(), n);
+    h.advance_to(200_000);
+    assert!(h.cdr.try_recv().is_err(), "one CDR");
+}
+
+#[test]
+fn max_call_duration_spares_calls_that_ended_and_can_be_off() {
+    let mut h = H::new("[routing]\nmax_call_duration = 60\n");
+    for (id, at) in [("d1", 0), ("d2", 10_000)] {
+        h.now = at;
+        h.recv(CALLER, &invite(id, "1555", ""));
+        let inv = h.last_to(GW1, "INVITE");
+        h.recv(GW1, &response(&inv, "200 OK", Some("g")));
+        h.recv(CALLER, &in_dialog("ACK", id, "g", 1, &format!("ack{id}")));
+    }
+    // d1 hangs up at 30 s; d2 runs into the limit at 70 s.
+    h.now = 30_000;
+    h.recv(CALLER, &in_dialog("BYE", "d1", "g", 2, "byed1"));
+    let bye = h.last_to(GW1, "BYE");
+    h.recv(GW1, &response(&bye, "200 OK", None));
+    assert_eq!(h.cdr().end_reason, EndReason::CallerHangup);
+    h.advance_to(69_999);
+    assert_eq!(starts(&h.lines_to(GW1), "BYE"), vec![30_000]);
+    h.advance_to(70_000);
+    assert_eq!(starts(&h.lines_to(GW1), "BYE"), vec![30_000, 70_000]);
+    assert!(h.last_to(GW1, "BYE").contains("Call-ID: d2"));
+    let cdr = h.cdr();
+    assert_eq!(
+        (cdr.call_id.as_str(), cdr.end_reason),
+        ("d2", EndReason::MaxDuration)
+    );
+    assert_eq!(h.counter("calls_max_duration"), 1);
+
+    // 0: unlimited.
+    let mut h = H::new("[routing]\nmax_call_duration = 0\n");
+    h.recv(CALLER, &invite("d3", "1555", ""));
+    let inv = h.last_to(GW1, "INVITE");
+    h.recv(GW1, &response(&inv, "200 OK", Some("g")));
+    h.recv(CALLER, &in_dialog("ACK", "d3", "g", 1, "ackd3"));
+    h.advance_to(30 * 24 * 3600 * 1000);
+    assert!(starts(&h.lines_to(GW1), "BYE").is_empty());
+    assert_eq!(h.counter("calls_live"), 1);
+    assert_eq!(
+        h.d.next_deadline(),
+        None,
+        "no timer for calls without a limit"
+    );
+}
+
+// ---- inbound calls from an upstream trunk (issue 5 item 4) ----------------------------------
+
+const TRUNK_SRC: &str = "192.0.2.50:5099";
+
+const WITH_TRUNK: &str = "[[trunks]]\nname = \"upstream\"\nregistrar = \"192.0.2.50\"\n\
+username = \"4420\"\npassword = \"x\"\n\
+[registrar]\nrequire_auth = \"Off\"\n[[registrar.accounts]]\nuser = \"2001\"\npassword = \"pw\"\n";
+
+/// An INVITE as the upstream sends it: from `src`, to `ruri_user` at our address, To `to_user`.
+fn trunk_invite(src: &str, call_id: &str, ruri_user: &str, to_user: &str) -> String {
+    format!(
+        "INVITE sip:{ruri_user}@203.0.113.1:5060 SIP/2.0\r\n\
+Via: SIP/2.0/UDP {src};branch=z9hG4bK-{call_id}\r\nMax-Forwards: 70\r\n\
+From: <sip:+4930123@carrier.example>;tag=t1\r\nTo: <sip:{to_user}@carrier.example>\r\n\
+Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:+4930123@{src}>\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+#[test]
+fn an_invite_from_a_trunk_is_trusted_and_routed_by_the_called_number() {
+    let mut h = H::new(WITH_TRUNK);
+    // To our registered contact (Request-URI user = the trunk's contact user 4420): the number
+    // is the To user. No challenge although invite_auth is on: the trunk is trusted.
+    h.recv(
+        TRUNK_SRC,
+        &trunk_invite(TRUNK_SRC, "t1", "4420", "15551234"),
+    );
+    assert_eq!(starts(&h.lines_to(TRUNK_SRC), "SIP/2.0 100"), vec![0]);
+    assert!(starts(&h.lines_to(TRUNK_SRC), "SIP/2.0 407").is_empty());
+    let inv = h.last_to(GW1, "INVITE");
+    assert!(
+        inv.starts_with("INVITE sip:15551234@192.0.2.1:5080 SIP/2.0"),
+        "{inv}"
+    );
+    h.now = 20;
+    h.recv(GW1, &response(&inv, "486 Busy Here", Some("b")));
+    h.last_to(TRUNK_SRC, "SIP/2.0 486");
+    let cdr = h.cdr();
+    assert_eq!(cdr.caller_identity, "trunk:upstream");
+    assert_eq!(cdr.callee, "15551234");
+    assert_eq!(cdr.source, addr(TRUNK_SRC));
+
+    // The carrier put the dialled number in the Request-URI: that is the number.
+    h.recv(
+        TRUNK_SRC,
+        &trunk_invite(TRUNK_SRC, "t2", "15550000", "15550000"),
+    );
+    assert!(h
+        .last_to(GW1, "INVITE")
+        .starts_with("INVITE sip:15550000@192.0.2.1:5080 SIP/2.0"));
+    assert_eq!(h.counter("calls_from_trunks"), 2);
+    assert_eq!(h.counter("calls_challenged"), 0);
+
+    // A registered user called through the trunk: found by the To user at our domain.
+    let phone = "198.51.100.20:5070";
+    let reg = format!(
+        "REGISTER sip:203.0.113.1 SIP/2.0\r\nVia: SIP/2.0/UDP {phone};branch=z9hG4bK-r1\r\n\
+Max-Forwards: 70\r\nFrom: <sip:2001@203.0.113.1>;tag=r\r\nTo: <sip:2001@203.0.113.1>\r\n\
+Call-ID: reg1\r\nCSeq: 1 REGISTER\r\nContact: <sip:2001@{phone}>\r\nExpires: 600\r\n\
+Content-Length: 0\r\n\r\n"
+    );
+    h.recv(phone, &reg);
+    h.last_to(phone, "SIP/2.0 200");
+    h.recv(TRUNK_SRC, &trunk_invite(TRUNK_SRC, "t3", "4420", "2001"));
+    let inv = h.last_to(phone, "INVITE");
+    assert!(
+        inv.starts_with("INVITE sip:2001@198.51.100.20:5070 SIP/2.0"),
+        "{inv}"
+    );
+    assert!(inv.contains("Call-ID: t3"), "{inv}");
+
+    // The same INVITE from another address is no trunk's: challenged like any caller.
+    let other = "192.0.2.51:5060";
+    h.recv(other, &trunk_invite(other, "t4", "4420", "15551234"));
+    h.last_to(other, "SIP/2.0 407");
+    assert_eq!(h.counter("calls_from_trunks"), 3);
+}
+
+#[test]
+fn a_provisional_after_the_attempt_timed_out_is_cancelled() {
+    let mut h = H::new("");
+    h.recv(CALLER, &invite("lp1", "1555", ""));
+    let inv1 = h.last_to(GW1, "INVITE");
+    h.advance_to(10_000);
+    let inv2 = h.last_to(GW2, "INVITE");
+    h.now = 10_100;
+    h.recv(GW2, &response(&inv2, "180 Ringing", Some("g2")));
+    assert_eq!(starts(&h.lines_to(CALLER), "SIP/2.0 180"), vec![10_100]);
+    // Gateway 1 wakes up 2 s after its attempt timed out: its branch is CANCELed at once and
+    // the caller hears nothing of it.
+    h.now = 12_000;
+    h.recv(GW1, &response(&inv1, "180 Ringing", Some("g1")));
+    assert_eq!(starts(&h.lines_to(GW1), "CANCEL"), vec![12_000]);
+    let cancel = h.last_to(GW1, "CANCEL");
+    assert_eq!(
+        header_lines(&cancel, "Via"),
+        vec![header_lines(&inv1, "Via")[0]],
+        "the INVITE's branch"
+    );
+    assert_eq!(starts(&h.lines_to(CALLER), "SIP/2.0 180"), vec![10_100]);
+    h.now = 12_050;
+    h.recv(GW1, &response(&cancel, "200 OK", Some("g1")));
+    h.recv(GW1, &response(&inv1, "487 Request Terminated", Some("g1")));
+    assert_eq!(
+        starts(&h.lines_to(GW1), "ACK"),
+        vec![12_050],
+        "the 487 is ACKed"
+    );
+    assert!(starts(&h.lines_to(CALLER), "SIP/2.0 487").is_empty());
+    // The call goes on with gateway 2.
+    h.now = 13_000;
+    h.recv(GW2, &response(&inv2, "200 OK", Some("g2")));
+    h.last_to(CALLER, "SIP/2.0 200");
+    h.recv(CALLER, &in_dialog("ACK", "lp1", "g2", 1, "ack"));
+    h.recv(CALLER, &in_dialog("BYE", "lp1", "g2", 2, "bye"));
+    let bye = h.last_to(GW2, "BYE");
+    h.recv(GW2, &response(&bye, "200 OK", None));
+    let cdr = h.cdr();
+    assert_eq!(
+        cdr.attempts.iter().map(|a| a.outcome).collect::<Vec<_>>(),
+        vec![AttemptOutcome::NoResponse, AttemptOutcome::Answered]
+    );
+}
+
+#[test]
+fn a_cancelled_call_whose_best_is_a_timeout_gets_487() {
+    // gw1 times out (408 in the context), the caller CANCELs while gw2 rings, gw2 ends with a
+    // 500 instead of the 487: the caller still gets 487 for its CANCELed INVITE, not our 408.
+    let mut h = H::new("");
+    let inv0 = invite("cx1", "1555", "");
+    h.recv(CALLER, &inv0);
+    h.advance_to(10_000);
+    let inv2 = h.last_to(GW2, "INVITE");
+    h.now = 10_100;
+    h.recv(GW2, &response(&inv2, "180 Ringing", Some("g2")));
+    h.now = 11_000;
+    h.recv(
+        CALLER,
+        &inv0
+            .replace("INVITE sip", "CANCEL sip")
+            .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL"),
+    );
+    let cancel = h.last_to(GW2, "CANCEL");
+    h.now = 11_050;
+    h.recv(GW2, &response(&cancel, "200 OK", Some("g2")));
+    h.recv(
+        GW2,
+        &response(&inv2, "500 Server Internal Error", Some("g2")),
+    );
+    assert_eq!(starts(&h.lines_to(CALLER), "SIP/2.0 487"), vec![11_050]);
+    let cdr = h.cdr();
+    assert_eq!(
+        (cdr.final_status, cdr.end_reason),
+        (487, EndReason::CallerCancel)
+    );
 }

@@ -1143,3 +1143,35 @@ fn coarse_polling_does_not_shift_the_schedule() {
     );
     assert_eq!(s.sink.timeouts(), vec![(31_500, TimeoutCause::NoResponse)]);
 }
+
+#[test]
+fn first_provisional_after_invite_timeout_is_passed_up_late_so_it_can_be_cancelled() {
+    let mut s = Sim::default();
+    let inv = s.client("INVITE", "z9hG4bK-lp", 4);
+    s.run_until(15_000);
+    assert_eq!(
+        s.sink.timeouts(),
+        vec![(10_000, TimeoutCause::InviteTimeout)]
+    );
+    assert_eq!(
+        s.response("z9hG4bK-lp", "INVITE", 180),
+        ResponseOutcome::Pass {
+            id: inv,
+            token: 4,
+            late: true
+        }
+    );
+    // Only the first: the owner has been told.
+    assert_eq!(
+        s.response("z9hG4bK-lp", "INVITE", 183),
+        ResponseOutcome::Absorbed { id: inv }
+    );
+    let sends = s.sink.sends.len();
+    s.layer
+        .start_cancel(inv, b"CANCEL late", 5, 15_000, &mut s.sink)
+        .unwrap();
+    assert_eq!(s.sink.sends.len(), sends + 1);
+    assert_eq!(s.layer.state(inv), Some(TxState::TimedOut));
+    s.run_until(200_000);
+    assert!(s.layer.is_empty());
+}

@@ -89,6 +89,7 @@ pub fn end_reason_name(r: EndReason) -> &'static str {
         EndReason::AllGatewaysFailed => "all_gateways_failed",
         EndReason::NotRegistered => "not_registered",
         EndReason::Shutdown => "shutdown",
+        EndReason::MaxDuration => "max_duration",
     }
 }
 
@@ -445,6 +446,7 @@ mod tests {
             EndReason::AllGatewaysFailed,
             EndReason::NotRegistered,
             EndReason::Shutdown,
+            EndReason::MaxDuration,
         ];
         let names: std::collections::HashSet<_> =
             reasons.iter().map(|&r| end_reason_name(r)).collect();

@@ -62,6 +62,8 @@ pub enum EndReason {
     NotRegistered,
     /// The dialog was torn down because the server shut down.
     Shutdown,
+    /// Answered, then `[routing] max_call_duration` ran out: the proxy sent BYE both ways.
+    MaxDuration,
 }
 
 /// One attempt of a call: a gateway of the route, or one contact of a registered user.

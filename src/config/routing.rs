@@ -17,6 +17,7 @@ pub const ROUTING_KEYS: &[&str] = &[
     "gateway_down_after",
     "gateway_probe_interval",
     "invite_auth",
+    "max_call_duration",
 ];
 /// Keys of one `[[gateways]]` table.
 pub const GATEWAY_KEYS: &[&str] = &["name", "address", "strip_digits", "prepend", "max_calls"];
@@ -39,6 +40,10 @@ pub struct RoutingConfig {
     pub gateway_probe_interval_s: u32,
     /// INVITEs from registrar accounts must carry digest credentials (407). Default true.
     pub invite_auth: bool,
+    /// Longest an answered call may last, in seconds, 0 = unlimited, 0..=MAX_CALL_DURATION.
+    /// Default 7200. When it runs out the proxy sends BYE both ways and ends the call (a call
+    /// whose BYE never comes must not hold state forever).
+    pub max_call_duration_s: u32,
 }
 
 impl Default for RoutingConfig {
@@ -49,6 +54,7 @@ impl Default for RoutingConfig {
             gateway_down_after: 5,
             gateway_probe_interval_s: 30,
             invite_auth: true,
+            max_call_duration_s: 7200,
         }
     }
 }
@@ -93,6 +99,8 @@ pub struct PeerConfig {
     pub password: Option<String>,
 }
 
+/// Largest `max_call_duration` (seconds): 7 days.
+pub const MAX_CALL_DURATION: u32 = 7 * 24 * 3600;
 /// Largest `strip_digits`.
 pub const MAX_STRIP: u32 = 32;
 /// Largest `max_calls`.
@@ -173,6 +181,19 @@ pub(super) fn parse_routing(
                     &key,
                     line,
                     format!("{key} = {v} is out of range: allowed 1..=3600 seconds"),
+                )),
+            },
+            "max_call_duration" => match int {
+                Some(n) if (0..=i64::from(MAX_CALL_DURATION)).contains(&n) => {
+                    r.max_call_duration_s = n as u32
+                }
+                _ => errors.push(err(
+                    &key,
+                    line,
+                    format!(
+                        "{key} = {v} is out of range: allowed 0..={MAX_CALL_DURATION} seconds \
+                         (0 = unlimited)"
+                    ),
                 )),
             },
             "invite_auth" => {

@@ -1268,7 +1268,7 @@ fn advertised_address_takes_host_and_optional_port() {
 fn routing_tables() {
     let c = parse(
         "[routing]\nno_route_status = 403\nfailover_statuses = [503]\ngateway_down_after = 2\n\
-         gateway_probe_interval = 5\ninvite_auth = \"Off\"\n\
+         gateway_probe_interval = 5\ninvite_auth = \"Off\"\nmax_call_duration = 0\n\
          [[gateways]]\nname = \"gw1\"\naddress = \"127.0.0.1:5080\"\nstrip_digits = 1\nprepend = \"00\"\nmax_calls = 3\n\
          [[gateways]]\nname = \"gw2\"\naddress = \"[::1]:5090\"\n\
          [[routes]]\nprefix = \"\"\ngateways = [\"gw1\", \"gw2\"]\n\
@@ -1281,6 +1281,15 @@ fn routing_tables() {
     assert_eq!(c.routing.gateway_down_after, 2);
     assert_eq!(c.routing.gateway_probe_interval_s, 5);
     assert!(!c.routing.invite_auth);
+    assert_eq!(c.routing.max_call_duration_s, 0);
+    assert_eq!(Config::default().routing.max_call_duration_s, 7200);
+    assert_eq!(
+        parse("[routing]\nmax_call_duration = 604800\n")
+            .unwrap()
+            .routing
+            .max_call_duration_s,
+        604_800
+    );
     assert_eq!(c.gateways.len(), 2);
     assert_eq!(c.gateways[0].strip_digits, 1);
     assert_eq!(c.gateways[0].prepend, "00");
@@ -1305,6 +1314,13 @@ fn routing_errors_name_parameter_value_and_range() {
     assert!(e.contains("allowed 404 or 403"), "{e}");
     let e = one_err("[routing]\ngateway_probe_interval = 3601\n");
     assert!(e.contains("allowed 1..=3600"), "{e}");
+    let e = one_err("[routing]\nmax_call_duration = 604801\n");
+    assert!(
+        e.contains("routing.max_call_duration = 604801 is out of range: allowed 0..=604800"),
+        "{e}"
+    );
+    let e = one_err("[routing]\nmax_call_duration = -1\n");
+    assert!(e.contains("max_call_duration"), "{e}");
     let e = one_err(
         "[[gateways]]\nname = \"gw1\"\naddress = \"127.0.0.1:5080\"\n\
          [[routes]]\nprefix = \"1\"\ngateways = [\"gw9\"]\n",

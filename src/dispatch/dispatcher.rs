@@ -16,7 +16,8 @@
 //! 5. method: unknown → 501; REGISTER → the registrar at the AOR's owner shard; everything else
 //!    through a server transaction at the Call-ID's owner shard:
 //!    - INVITE without a To tag → the proxy: Max-Forwards 0 → 483, our own Via → 482,
-//!      Proxy-Require → 420, who may call (peer, account by source, 407 digest, else 403),
+//!      Proxy-Require → 420, who may call (peer, an upstream trunk's source
+//!      (`Trunks::match_inbound`), account by source, 407 digest, else 403),
 //!      100 Trying, then a registered user's contacts or the gateways of the longest matching
 //!      route (none → 404/403);
 //!    - any request with a To tag, and BYE/UPDATE/INFO/PRACK → the proxy's in-dialog routing
@@ -48,7 +49,8 @@ use crate::transaction::{
     ResponseOutcome, ServerKey, TransactionLayer, TxEvent, TxSink,
 };
 
-use crate::routing::{is_proxy_token, GatewayStat, Proxy, ProxyMail, ProxyOut};
+use crate::routing::{is_proxy_token, FromTrunk, GatewayStat, Proxy, ProxyMail, ProxyOut};
+use crate::trunk::MatchedBy;
 
 use super::query::{AdminQuery, AdminReply, RegistrarQuery, RegistrarReply};
 use super::register::{KeepaliveStarter, RegisterPath, Shared};
@@ -499,7 +501,7 @@ impl Dispatcher {
         }
         stateful(
             *shard, &msg, &via, src, reply_to, now, tx, out_buf, sent_by, counters, out, events,
-            reg, proxy,
+            reg, trunks, proxy,
         );
         deliver_events(events, reg, trunks, proxy, now);
         flush_trunk_timeouts(trunks, reg, proxy, tx, out, events, now);
@@ -697,6 +699,7 @@ fn stateful<O: Outbox<Mail>>(
     out: &mut O,
     events: &mut Vec<TxEvent>,
     reg: &mut RegisterPath,
+    trunks: &Trunks,
     proxy: &mut Proxy,
 ) {
     let method_bytes = msg.method().map(|m| m.as_bytes()).unwrap_or_default();
@@ -764,7 +767,25 @@ fn stateful<O: Outbox<Mail>>(
                 sent: &mut sent,
                 events,
             };
-            proxy.on_invite(id, msg, src, reply_to, now, tx, &reg.registrar, &mut sink);
+            // From an upstream trunk? (its registrar/proxy IP; see `trunk::InboundTrunks`)
+            let trunk = msg
+                .request_uri()
+                .and_then(|u| trunks.match_inbound(&u, src))
+                .map(|m| FromTrunk {
+                    index: m.index,
+                    number_in_to: m.by == MatchedBy::ContactUser,
+                });
+            proxy.on_invite(
+                id,
+                msg,
+                src,
+                reply_to,
+                trunk,
+                now,
+                tx,
+                &reg.registrar,
+                &mut sink,
+            );
             counters.responses_sent += sent;
             return;
         }

@@ -17,6 +17,8 @@ use super::table::{account_ha1, RoutingTable};
 pub enum Caller {
     Peer(usize),
     Account(AccountId),
+    /// An upstream trunk (`[[trunks]]` index), recognised by the dispatcher by source.
+    Trunk(usize),
 }
 
 /// The decision on an initial INVITE.

@@ -15,7 +15,7 @@ pub mod table;
 
 pub use auth::{Admission, CallAuth, Caller};
 pub use proxy::{
-    is_proxy_token, Contact, GatewayCounters, GatewayStat, Locator, Proxy, ProxyCounters,
-    ProxyMail, ProxyOut, PROXY_TOKEN_BIT,
+    is_proxy_token, Contact, FromTrunk, GatewayCounters, GatewayStat, Locator, Proxy,
+    ProxyCounters, ProxyMail, ProxyOut, PROXY_TOKEN_BIT,
 };
 pub use table::{Gateway, GatewayId, Peer, RoutingTable};

@@ -2,7 +2,9 @@
 //!
 //! Owns: the calls this shard owns (`hash(Call-ID)`), in a slab of reused slots indexed by a
 //! Call-ID hash; their attempts (client INVITE transactions to gateways or registered contacts),
-//! failover, CANCEL, the dialog state that routes in-dialog requests without Route headers, the
+//! failover, CANCEL, the best final response of each call's branches (RFC 3261 §16.7), the
+//! dialog state that routes in-dialog requests without Route headers, `max_call_duration` (BYE
+//! both ways), the
 //! gateway health this shard owns (`shard_by_hash(gateway name)`) and its OPTIONS probes, the
 //! per-gateway counters, and the CDR of every call.
 //! Must not: touch sockets, threads, clocks or locks. Output goes to a [`ProxyOut`] (datagrams,
@@ -61,6 +63,8 @@ enum Kind {
     Forward = 4,
     /// An OPTIONS probe of a down gateway (index = gateway).
     Probe = 5,
+    /// A BYE we send ourselves at `max_call_duration` (sub 0: to the callee, 1: to the caller).
+    Hangup = 6,
 }
 
 fn token(kind: Kind, index: u32, generation: u32, sub: u8) -> u64 {
@@ -78,6 +82,7 @@ fn untoken(t: u64) -> (Option<Kind>, u32, u32, u8) {
         3 => Some(Kind::Cancel),
         4 => Some(Kind::Forward),
         5 => Some(Kind::Probe),
+        6 => Some(Kind::Hangup),
         _ => None,
     };
     (
@@ -86,6 +91,16 @@ fn untoken(t: u64) -> (Option<Kind>, u32, u32, u8) {
         ((t >> GEN_SHIFT) & MASK24) as u32,
         (t >> SUB_SHIFT) as u8,
     )
+}
+
+/// An INVITE from an upstream trunk (`[[trunks]]`), as the dispatcher recognised it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FromTrunk {
+    /// The trunk's index in `[[trunks]]`.
+    pub index: usize,
+    /// The Request-URI user is the contact user we registered with (so the called number is
+    /// the To user); else the Request-URI user is the number.
+    pub number_in_to: bool,
 }
 
 /// One reachable contact of a registered user.
@@ -199,10 +214,14 @@ pub struct ProxyCounters {
     pub late_2xx: u64,
     pub cdr_emitted: u64,
     pub cdr_refused: u64,
+    /// Answered calls ended by `max_call_duration` (BYE sent both ways).
+    pub max_duration: u64,
+    /// INVITEs from an upstream trunk (`[[trunks]]`), admitted as trusted.
+    pub from_trunks: u64,
 }
 
 impl ProxyCounters {
-    pub fn pairs(&self) -> [(&'static str, u64); 16] {
+    pub fn pairs(&self) -> [(&'static str, u64); 18] {
         [
             ("calls", self.calls),
             ("calls_answered", self.calls_answered),
@@ -220,6 +239,8 @@ impl ProxyCounters {
             ("late_2xx_forwarded", self.late_2xx),
             ("cdr_emitted", self.cdr_emitted),
             ("cdr_refused", self.cdr_refused),
+            ("calls_max_duration", self.max_duration),
+            ("calls_from_trunks", self.from_trunks),
         ]
     }
 }
@@ -303,9 +324,29 @@ struct Call {
     final_status: u16,
     end_reason: Option<EndReason>,
     cdr_done: bool,
-    /// Why the last failure happened, for the final response.
-    last_status: u16,
     our_tag: [u8; 20],
+    /// The best final response of the response context so far (RFC 3261 §16.7 step 6), our Via
+    /// removed; empty with `best_status` set: a timeout (a 408 we write ourselves, §16.8).
+    best: Vec<u8>,
+    best_status: u16,
+    /// Every `WWW-Authenticate` / `Proxy-Authenticate` line of the context's 401/407s.
+    auth_lines: Vec<u8>,
+    /// A 6xx arrived: no new branches (§16.7 step 5).
+    six: bool,
+    /// Answered calls in answer order (`max_call_duration`): links, NIL at the ends.
+    in_dur: bool,
+    dur_prev: u32,
+    dur_next: u32,
+    /// Of the answering 2xx: its To (with the callee's tag), its Contact URI, and the Route
+    /// lines toward the callee (its Record-Route entries before ours, reversed); the address
+    /// of the first of those routes.
+    callee_to: Vec<u8>,
+    callee_target: Vec<u8>,
+    callee_route: Vec<u8>,
+    callee_next: Option<SocketAddr>,
+    /// Highest CSeq seen from each side of the dialog (the caller's starts at its INVITE's).
+    caller_cseq: u32,
+    callee_cseq: u32,
 }
 
 impl Call {
@@ -338,8 +379,20 @@ impl Call {
             final_status: 0,
             end_reason: None,
             cdr_done: false,
-            last_status: 0,
             our_tag: [0; 20],
+            best: Vec::new(),
+            best_status: 0,
+            auth_lines: Vec::new(),
+            six: false,
+            in_dur: false,
+            dur_prev: NIL,
+            dur_next: NIL,
+            callee_to: Vec::new(),
+            callee_target: Vec::new(),
+            callee_route: Vec::new(),
+            callee_next: None,
+            caller_cseq: 0,
+            callee_cseq: 0,
         }
     }
 
@@ -405,6 +458,13 @@ pub struct Proxy {
     /// Scratch for the called number and Request-URI of a gateway attempt.
     called: Vec<u8>,
     ruri: Vec<u8>,
+    /// `[routing] max_call_duration` in ms, 0 = unlimited.
+    max_duration_ms: u64,
+    /// Oldest and newest answered call (the `max_call_duration` list).
+    dur_head: u32,
+    dur_tail: u32,
+    /// `[[trunks]]` names, by config index (CDR identity `trunk:NAME`).
+    trunk_names: Vec<Box<str>>,
 }
 
 impl Proxy {
@@ -463,6 +523,14 @@ impl Proxy {
             any_user_registers: !config.registrar.require_auth,
             called: Vec::with_capacity(64),
             ruri: Vec::with_capacity(128),
+            max_duration_ms: u64::from(config.routing.max_call_duration_s) * 1000,
+            dur_head: NIL,
+            dur_tail: NIL,
+            trunk_names: config
+                .trunks
+                .iter()
+                .map(|t| t.name.as_str().into())
+                .collect(),
         }
     }
 
@@ -557,7 +625,19 @@ impl Proxy {
         c.final_status = 0;
         c.end_reason = None;
         c.cdr_done = false;
-        c.last_status = 0;
+        c.best.clear();
+        c.best_status = 0;
+        c.auth_lines.clear();
+        c.six = false;
+        c.in_dur = false;
+        c.dur_prev = NIL;
+        c.dur_next = NIL;
+        c.callee_to.clear();
+        c.callee_target.clear();
+        c.callee_route.clear();
+        c.callee_next = None;
+        c.caller_cseq = 0;
+        c.callee_cseq = 0;
         idx
     }
 
@@ -575,10 +655,11 @@ impl Proxy {
     }
 
     fn release(&mut self, idx: u32) {
-        let c = &mut self.calls[idx as usize];
-        if !c.live {
+        if !self.calls[idx as usize].live {
             return;
         }
+        self.dur_unlink(idx);
+        let c = &mut self.calls[idx as usize];
         for a in c.attempts.iter_mut() {
             if a.holds_slot {
                 a.holds_slot = false;
@@ -626,6 +707,57 @@ impl Proxy {
         (c.live && c.generation == generation).then_some(index)
     }
 
+    /// Appends an answered call to the `max_call_duration` list (answer times only grow on one
+    /// shard's clock, so the list is in deadline order and its head is the next to expire).
+    fn dur_link(&mut self, idx: u32) {
+        if self.max_duration_ms == 0 || self.calls[idx as usize].in_dur {
+            return;
+        }
+        let tail = self.dur_tail;
+        {
+            let c = &mut self.calls[idx as usize];
+            c.in_dur = true;
+            c.dur_prev = tail;
+            c.dur_next = NIL;
+        }
+        if tail == NIL {
+            self.dur_head = idx;
+        } else {
+            self.calls[tail as usize].dur_next = idx;
+        }
+        self.dur_tail = idx;
+    }
+
+    fn dur_unlink(&mut self, idx: u32) {
+        let c = &mut self.calls[idx as usize];
+        if !c.in_dur {
+            return;
+        }
+        c.in_dur = false;
+        let (prev, next) = (c.dur_prev, c.dur_next);
+        c.dur_prev = NIL;
+        c.dur_next = NIL;
+        if prev == NIL {
+            self.dur_head = next;
+        } else {
+            self.calls[prev as usize].dur_next = next;
+        }
+        if next == NIL {
+            self.dur_tail = prev;
+        } else {
+            self.calls[next as usize].dur_prev = prev;
+        }
+    }
+
+    /// When the oldest answered call reaches `max_call_duration`.
+    fn dur_deadline(&self) -> Option<Millis> {
+        if self.max_duration_ms == 0 || self.dur_head == NIL {
+            return None;
+        }
+        let c = &self.calls[self.dur_head as usize];
+        Some(c.answer.unwrap_or(c.start) + self.max_duration_ms)
+    }
+
     fn tok(&self, kind: Kind, idx: u32, sub: u8) -> u64 {
         token(kind, idx, self.calls[idx as usize].generation, sub)
     }
@@ -633,6 +765,8 @@ impl Proxy {
     // --- requests ----------------------------------------------------------------------------
 
     /// A new INVITE server transaction `id` at the owner shard: an initial INVITE (no To tag).
+    /// `trunk`: the dispatcher recognised the source as an upstream trunk's
+    /// (`Trunks::match_inbound`).
     #[allow(clippy::too_many_arguments)]
     pub fn on_invite<O: ProxyOut, L: Locator>(
         &mut self,
@@ -640,6 +774,7 @@ impl Proxy {
         msg: &Message,
         src: SocketAddr,
         reply_to: SocketAddr,
+        trunk: Option<FromTrunk>,
         now: Millis,
         tx: &mut TransactionLayer,
         locator: &L,
@@ -659,7 +794,15 @@ impl Proxy {
         if self.bad_extension(id, msg, src, now, tx, out) {
             return;
         }
-        let caller = match self.auth.admit(msg, src, now, &self.table, &self.accounts) {
+        // An upstream trunk's INVITE is trusted like a peer's (a peer configured for the same
+        // source wins: it is the explicit setting).
+        let admission = match trunk {
+            Some(t) if self.table.peer_by_source(src).is_none() => {
+                Admission::Allowed(Caller::Trunk(t.index))
+            }
+            _ => self.auth.admit(msg, src, now, &self.table, &self.accounts),
+        };
+        let caller = match admission {
             Admission::Allowed(c) => c,
             Admission::Challenge { stale } => {
                 self.counters.challenged += 1;
@@ -712,6 +855,15 @@ impl Proxy {
             return;
         }
         self.counters.calls += 1;
+        if matches!(caller, Caller::Trunk(_)) {
+            self.counters.from_trunks += 1;
+        }
+        // The called number: the Request-URI user, or the To user when a trunk sent the call to
+        // the contact we registered (its Request-URI user is our contact user, not a number).
+        let number_uri = match trunk {
+            Some(t) if t.number_in_to => msg.to().map(|t| t.uri()),
+            _ => msg.request_uri(),
+        };
         let idx = self.alloc(call_id);
         let u = self.next_unique();
         let pop = self.first_route_is_ours(msg);
@@ -727,8 +879,9 @@ impl Proxy {
             c.caller = Some(caller);
             c.start = now;
             c.end = now;
+            c.caller_cseq = msg.cseq().map_or(1, |s| s.seq);
             c.our_tag = make_tag(self.shard, u);
-            let user = msg.request_uri().and_then(|u| u.user()).unwrap_or_default();
+            let user = number_uri.and_then(|u| u.user()).unwrap_or_default();
             c.number.extend_from_slice(user);
             // The forwarded INVITE after its first lines: every header but Max-Forwards,
             // Proxy-Authorization and our Route, then Max-Forwards - 1, then the body.
@@ -772,12 +925,31 @@ impl Proxy {
         let ruri = msg.request_uri();
         // With `require_auth = Off` anyone may register, so every called number may be a
         // registered user: ask the location service first (a route applies when it has none).
-        let is_user = ruri
+        let is_user = number_uri
             .and_then(|u| u.user())
             .is_some_and(|u| self.any_user_registers || self.accounts.find(u).is_some());
-        if let (true, Some(uri)) = (is_user, ruri) {
+        if let (true, Some(uri), Some(number_uri)) = (is_user, ruri, number_uri) {
             let mut aor = Vec::with_capacity(64);
-            if aor_key_of_uri(&uri, &mut aor).is_ok() {
+            let found = match trunk {
+                // The To user at the Request-URI's host (the domain the call came to).
+                Some(t) if t.number_in_to => {
+                    let mut to = Vec::with_capacity(64);
+                    let ok = aor_key_of_uri(&uri, &mut aor).is_ok()
+                        && aor_key_of_uri(&number_uri, &mut to).is_ok();
+                    match (ok, aor.iter().rposition(|&b| b == b'@')) {
+                        (true, Some(at)) => {
+                            let at_to = to.iter().rposition(|&b| b == b'@').unwrap_or(0);
+                            to.truncate(at_to);
+                            to.extend_from_slice(&aor[at..]);
+                            aor = to;
+                            true
+                        }
+                        _ => false,
+                    }
+                }
+                _ => aor_key_of_uri(&uri, &mut aor).is_ok(),
+            };
+            if found {
                 let owner = owner_of_aor(&aor, self.shards);
                 if owner == self.shard {
                     let mut contacts = std::mem::take(&mut self.contacts);
@@ -1080,29 +1252,144 @@ impl Proxy {
             }
             table.release(g);
         }
-        // No gateway left.
-        let c = &self.calls[idx as usize];
-        let tried = !c.attempts.is_empty();
-        let last = c.last_status;
-        let (status, reason) = match last {
-            s if tried && s >= 300 => (s, reason_of(s)),
-            _ => (503, "Service Unavailable"),
-        };
-        let why = if tried {
-            "no gateway left: every gateway of the route failed"
-        } else {
-            "no gateway available: every gateway of the route is down or full"
-        };
+        // No gateway left: the best response of the context, else ours.
+        if self.calls[idx as usize].best_status != 0 {
+            self.send_best(
+                idx,
+                EndReason::AllGatewaysFailed,
+                EndReason::AllGatewaysFailed,
+                "no gateway left: every gateway of the route failed",
+                now,
+                tx,
+                out,
+            );
+            return;
+        }
         self.fail(
             idx,
-            status,
-            reason,
-            Some(why),
+            503,
+            "Service Unavailable",
+            Some("no gateway available: every gateway of the route is down or full"),
             EndReason::AllGatewaysFailed,
             now,
             tx,
             out,
         );
+    }
+
+    /// Keeps a non-2xx final of call `idx` in its response context (RFC 3261 §16.7 step 6):
+    /// the best so far, and the challenges of every 401/407.
+    fn note_final(&mut self, idx: u32, status: u16, msg: &Message) {
+        let c = &mut self.calls[idx as usize];
+        if status == 401 || status == 407 {
+            for h in msg.headers() {
+                if matches!(
+                    h.kind,
+                    HeaderKind::WwwAuthenticate | HeaderKind::ProxyAuthenticate
+                ) {
+                    c.auth_lines.extend_from_slice(h.name);
+                    c.auth_lines.extend_from_slice(b": ");
+                    c.auth_lines.extend_from_slice(h.value);
+                    c.auth_lines.extend_from_slice(b"\r\n");
+                }
+            }
+        }
+        if c.best_status == 0 || rank(status, true) < rank(c.best_status, !c.best.is_empty()) {
+            strip_top_via(&mut c.best, msg);
+            c.best_status = status;
+        }
+    }
+
+    /// An attempt of call `idx` timed out: a 408 in its response context (§16.8), which any
+    /// response actually received of the same class beats.
+    fn note_timeout(&mut self, idx: u32) {
+        let c = &mut self.calls[idx as usize];
+        if c.best_status == 0 || rank(408, false) < rank(c.best_status, !c.best.is_empty()) {
+            c.best.clear();
+            c.best_status = 408;
+        }
+    }
+
+    /// Every branch of call `idx` failed: the best response of its context goes to the caller
+    /// (§16.7 step 6: a 6xx if any, else the lowest class; 401/407 carry every challenge of the
+    /// context; a 503 becomes 500, §16.7 step 6), or, when the best is a timeout, our 408 with
+    /// `warning`. The CDR's end reason is `received` or `timed_out` accordingly.
+    #[allow(clippy::too_many_arguments)]
+    fn send_best<O: ProxyOut>(
+        &mut self,
+        idx: u32,
+        received: EndReason,
+        timed_out: EndReason,
+        warning: &str,
+        now: Millis,
+        tx: &mut TransactionLayer,
+        out: &mut O,
+    ) {
+        let c = &mut self.calls[idx as usize];
+        let status = c.best_status;
+        if c.best.is_empty() {
+            // Ours: a 408 for the timeouts, or a 487 for a caller's CANCEL (the branches that
+            // answered did so with worse than the timeout).
+            let status = match (status, received) {
+                (_, EndReason::CallerCancel) => 487,
+                (0, _) => 408,
+                (s, _) => s,
+            };
+            self.fail(
+                idx,
+                status,
+                reason_of(status),
+                Some(warning),
+                timed_out,
+                now,
+                tx,
+                out,
+            );
+            return;
+        }
+        let best = std::mem::take(&mut c.best);
+        let mut parser = std::mem::take(&mut self.ack_parser);
+        let sent = match parser.parse(&best) {
+            Ok(msg) => {
+                let sent = if status == 503 { 500 } else { status };
+                let b = &mut self.buf;
+                b.clear();
+                if sent != status {
+                    b.extend_from_slice(b"SIP/2.0 500 Server Internal Error\r\n");
+                } else {
+                    let first = best.iter().position(|&x| x == b'\n').map_or(0, |i| i + 1);
+                    b.extend_from_slice(&best[..first]);
+                }
+                // A 401/407: every challenge of the context, where its own first one was.
+                let mut merge = (status == 401 || status == 407) && !c.auth_lines.is_empty();
+                for h in msg.headers() {
+                    let auth = matches!(
+                        h.kind,
+                        HeaderKind::WwwAuthenticate | HeaderKind::ProxyAuthenticate
+                    );
+                    if !auth || c.auth_lines.is_empty() {
+                        b.extend_from_slice(&best[h.line.0..h.line.1.min(best.len())]);
+                    } else if merge {
+                        b.extend_from_slice(&c.auth_lines);
+                        merge = false;
+                    }
+                }
+                if merge {
+                    b.extend_from_slice(&c.auth_lines);
+                }
+                b.extend_from_slice(b"\r\n");
+                b.extend_from_slice(msg.body());
+                sent
+            }
+            Err(_) => {
+                self.buf.clear();
+                self.buf.extend_from_slice(&best);
+                status
+            }
+        };
+        self.ack_parser = parser;
+        self.calls[idx as usize].best = best;
+        self.forward_final(idx, sent, received, now, tx, out);
     }
 
     /// Sends one INVITE attempt; returns its index.
@@ -1360,6 +1647,17 @@ impl Proxy {
             .request_uri()
             .and_then(|u| uri_address(&u))
             .filter(|a| Some(*a) != self.local_addr);
+        if let (Some(idx), Some(cseq)) = (call, msg.cseq()) {
+            if msg.method() != Some(Method::Ack) {
+                let c = &mut self.calls[idx as usize];
+                let seen = if from_caller {
+                    &mut c.caller_cseq
+                } else {
+                    &mut c.callee_cseq
+                };
+                *seen = (*seen).max(cseq.seq);
+            }
+        }
         let Some(dst) = by_route.or(by_dialog).or(by_ruri) else {
             self.counters.no_dialog += 1;
             if let Some(id) = id {
@@ -1484,6 +1782,8 @@ impl Proxy {
                         self.on_caller_cancel(t, now, tx, out);
                     }
                 } else if c.end_reason.is_none() || c.state == CallState::Answered {
+                    self.dur_unlink(idx);
+                    let c = &mut self.calls[idx as usize];
                     c.end = now;
                     c.state = CallState::Ended;
                     c.end_reason = Some(if from_caller {
@@ -1519,7 +1819,7 @@ impl Proxy {
                 }
                 return;
             }
-            Some(Kind::Cancel) | Some(Kind::Caller) | None => return,
+            Some(Kind::Cancel) | Some(Kind::Caller) | Some(Kind::Hangup) | None => return,
             _ => {}
         }
         let Some(idx) = self.call_of(index, generation) else {
@@ -1550,7 +1850,9 @@ impl Proxy {
                 a.to_tag
                     .extend_from_slice(msg.to().and_then(|t| t.tag()).unwrap_or_default());
             }
-            if a.cancel_wanted && !a.cancel_sent {
+            // A branch given up (cancelled, or timed out before this provisional came: `late`)
+            // is CANCELed now that it may be (§9.1).
+            if (a.cancel_wanted || late) && !a.cancel_sent {
                 self.cancel_attempt(idx, n, now, tx, out);
                 return;
             }
@@ -1590,7 +1892,6 @@ impl Proxy {
                 self.table.release(g);
             }
         }
-        c.last_status = status;
         let failover = self.table.is_failover(status);
         if let Target::Gateway(g) = target {
             if failover {
@@ -1600,33 +1901,54 @@ impl Proxy {
             }
             self.gateway_result(g, !failover, now, out);
         }
-        let c = &self.calls[idx as usize];
-        if c.state != CallState::Proceeding {
+        if self.calls[idx as usize].state != CallState::Proceeding {
             self.maybe_free(idx);
             return;
         }
+        self.note_final(idx, status, msg);
+        if status >= 600 && !self.calls[idx as usize].six {
+            // §16.7 step 5: a 6xx cancels the other branches and no new one starts.
+            self.calls[idx as usize].six = true;
+            self.cancel_pending(idx, AttemptOutcome::CancelledByFork, now, tx, out);
+        }
+        let c = &self.calls[idx as usize];
         let others_pending = c.pending().next().is_some();
         if c.cancelled {
             if !others_pending {
-                strip_top_via(&mut self.buf, msg);
-                self.forward_final(idx, status, EndReason::CallerCancel, now, tx, out);
+                self.send_best(
+                    idx,
+                    EndReason::CallerCancel,
+                    EndReason::CallerCancel,
+                    "cancelled",
+                    now,
+                    tx,
+                    out,
+                );
             }
             return;
         }
         if others_pending {
             return; // parallel fork: wait for the other contacts
         }
-        if failover && matches!(target, Target::Gateway(_)) && c.next < c.plan.len() {
+        let gateway = matches!(target, Target::Gateway(_));
+        if failover && gateway && !c.six && c.next < c.plan.len() {
             self.next_gateway(idx, now, tx, out);
             return;
         }
-        let why = if failover && matches!(target, Target::Gateway(_)) {
+        let why = if failover && gateway && !c.six {
             EndReason::AllGatewaysFailed
         } else {
             EndReason::Rejected
         };
-        strip_top_via(&mut self.buf, msg);
-        self.forward_final(idx, status, why, now, tx, out);
+        self.send_best(
+            idx,
+            why,
+            EndReason::AllGatewaysFailed,
+            "no gateway left: every gateway of the route failed",
+            now,
+            tx,
+            out,
+        );
     }
 
     /// Sends the final in `self.buf` (a response already stripped of our Via) to the caller and
@@ -1699,10 +2021,42 @@ impl Proxy {
             self.gateway_result(g, true, now, out);
         }
         if take {
+            let local = self.local_addr;
             let c = &mut self.calls[idx as usize];
             c.state = CallState::Answered;
             c.answer = Some(now);
             c.final_status = status;
+            // What a BYE of ours needs (max_call_duration): the callee's To, target, routes.
+            c.callee_to.clear();
+            c.callee_to
+                .extend_from_slice(msg.to().map(|t| t.as_bytes()).unwrap_or_default());
+            c.callee_target.clear();
+            if let Some(contact) = msg.contacts().next() {
+                c.callee_target.extend_from_slice(contact.uri().as_bytes());
+            }
+            c.callee_route.clear();
+            c.callee_next = None;
+            let ours = msg
+                .name_addrs(HeaderKind::RecordRoute)
+                .flatten()
+                .position(|r| local.is_some() && uri_address(&r.uri()) == local);
+            // Entries before ours: proxies on the callee's side (usually none: no allocation).
+            if let Some(ours @ 1..) = ours {
+                let rr: Vec<_> = msg
+                    .name_addrs(HeaderKind::RecordRoute)
+                    .flatten()
+                    .take(ours)
+                    .collect();
+                for r in rr.iter().rev() {
+                    if c.callee_next.is_none() {
+                        c.callee_next = uri_address(&r.uri());
+                    }
+                    c.callee_route.extend_from_slice(b"Route: ");
+                    c.callee_route.extend_from_slice(r.as_bytes());
+                    c.callee_route.extend_from_slice(b"\r\n");
+                }
+            }
+            self.dur_link(idx);
             self.counters.calls_answered += 1;
             self.cancel_pending(idx, AttemptOutcome::CancelledByFork, now, tx, out);
         }
@@ -1908,18 +2262,19 @@ impl Proxy {
             );
             return;
         }
+        self.note_timeout(idx);
+        let c = &self.calls[idx as usize];
         if c.pending().next().is_some() {
             return;
         }
-        if matches!(target, Target::Gateway(_)) {
+        if matches!(target, Target::Gateway(_)) && !c.six {
             self.next_gateway(idx, now, tx, out);
         } else {
-            self.fail(
+            self.send_best(
                 idx,
-                408,
-                "Request Timeout",
-                Some("no response from the called user"),
+                EndReason::Rejected,
                 EndReason::NoAnswer,
+                "no response from the called user",
                 now,
                 tx,
                 out,
@@ -2062,17 +2417,34 @@ impl Proxy {
         }
     }
 
-    /// Earliest time [`Proxy::on_timers`] has work (probes of down gateways this shard owns).
+    /// Earliest time [`Proxy::on_timers`] has work (probes of down gateways this shard owns,
+    /// the next call to reach `max_call_duration`).
     pub fn next_deadline(&self) -> Option<Millis> {
-        self.health
+        let probes = self
+            .health
             .iter()
             .filter(|h| h.owner && !h.up && !h.probe_pending)
             .filter_map(|h| h.probe_due)
-            .min()
+            .min();
+        match (probes, self.dur_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
-    /// Sends the probes that are due.
+    /// Ends the calls that reached `max_call_duration` (at most 256 a call: more stay due and
+    /// come at once on the next one) and sends the probes that are due.
     pub fn on_timers<O: ProxyOut>(&mut self, now: Millis, tx: &mut TransactionLayer, out: &mut O) {
+        for _ in 0..256 {
+            match self.dur_deadline() {
+                Some(due) if due <= now => {
+                    let idx = self.dur_head;
+                    self.dur_unlink(idx);
+                    self.hang_up(idx, now, tx, out);
+                }
+                _ => break,
+            }
+        }
         for g in 0..self.health.len() {
             let h = &self.health[g];
             let due = h.owner && !h.up && !h.probe_pending && h.probe_due.is_some_and(|d| d <= now);
@@ -2130,6 +2502,125 @@ impl Proxy {
 
     // --- the end of a call ------------------------------------------------------------------
 
+    /// `max_call_duration` ran out for answered call `idx`: a BYE to each side within the
+    /// dialog (the callee's Contact and route set with the caller's next CSeq; the caller's
+    /// Contact and the INVITE's Record-Route with the callee's next CSeq), CDR `max_duration`,
+    /// state freed (the BYEs' answers and timeouts are not waited for).
+    fn hang_up<O: ProxyOut>(
+        &mut self,
+        idx: u32,
+        now: Millis,
+        tx: &mut TransactionLayer,
+        out: &mut O,
+    ) {
+        if self.calls[idx as usize].state != CallState::Answered {
+            return;
+        }
+        let mut parser = std::mem::take(&mut self.parser);
+        let mut bye = std::mem::take(&mut self.buf);
+        let mut via = std::mem::take(&mut self.buf2);
+        let mut route = std::mem::take(&mut self.ruri);
+        let mut target = std::mem::take(&mut self.called);
+        let invite = std::mem::take(&mut self.calls[idx as usize].invite);
+        if let Ok(inv) = parser.parse(&invite) {
+            let gen = self.calls[idx as usize].generation;
+            // To the callee.
+            let mut branch = [0u8; BRANCH_LEN];
+            self.our_via(&mut branch, &mut via);
+            let c = &self.calls[idx as usize];
+            let answered = c
+                .attempts
+                .iter()
+                .find(|a| a.outcome == Some(AttemptOutcome::Answered));
+            let dst = c.callee_next.or(answered.map(|a| a.dst));
+            target.clear();
+            match answered {
+                _ if !c.callee_target.is_empty() => target.extend_from_slice(&c.callee_target),
+                Some(a) => target.extend_from_slice(&a.ruri),
+                None => {}
+            }
+            if let Some(dst) = dst.filter(|_| !target.is_empty()) {
+                write_bye(
+                    &mut bye,
+                    &target,
+                    &via,
+                    &c.callee_route,
+                    inv.from().map(|f| f.as_bytes()).unwrap_or_default(),
+                    &c.callee_to,
+                    &c.call_id,
+                    c.caller_cseq.wrapping_add(1),
+                );
+                let req = ClientRequest {
+                    method: b"BYE",
+                    branch: &branch,
+                    dst,
+                    bytes: &bye,
+                    token: token(Kind::Hangup, idx, gen, 0),
+                };
+                let _ = tx.start_client(req, now, out);
+            }
+            // To the caller: its Contact, the INVITE's Record-Route in order.
+            let mut branch = [0u8; BRANCH_LEN];
+            self.our_via(&mut branch, &mut via);
+            let c = &self.calls[idx as usize];
+            route.clear();
+            let mut first_hop = None;
+            for r in inv.name_addrs(HeaderKind::RecordRoute).flatten() {
+                if first_hop.is_none() {
+                    first_hop = Some(uri_address(&r.uri()));
+                }
+                route.extend_from_slice(b"Route: ");
+                route.extend_from_slice(r.as_bytes());
+                route.extend_from_slice(b"\r\n");
+            }
+            let dst = match first_hop {
+                Some(Some(a)) => a,
+                _ => c.source,
+            };
+            target.clear();
+            match inv.contacts().next() {
+                Some(contact) => target.extend_from_slice(contact.uri().as_bytes()),
+                None => {
+                    target.extend_from_slice(b"sip:");
+                    target.extend_from_slice(c.source.to_string().as_bytes());
+                }
+            }
+            write_bye(
+                &mut bye,
+                &target,
+                &via,
+                &route,
+                &c.callee_to,
+                inv.from().map(|f| f.as_bytes()).unwrap_or_default(),
+                &c.call_id,
+                c.callee_cseq.wrapping_add(1),
+            );
+            let req = ClientRequest {
+                method: b"BYE",
+                branch: &branch,
+                dst,
+                bytes: &bye,
+                token: token(Kind::Hangup, idx, gen, 1),
+            };
+            let _ = tx.start_client(req, now, out);
+        }
+        self.parser = parser;
+        self.calls[idx as usize].invite = invite;
+        self.buf = bye;
+        self.buf2 = via;
+        self.ruri = route;
+        self.called = target;
+        self.dur_unlink(idx);
+        let c = &mut self.calls[idx as usize];
+        c.state = CallState::Ended;
+        c.end = now;
+        c.end_reason = Some(EndReason::MaxDuration);
+        self.counters.max_duration += 1;
+        self.counters.calls_ended += 1;
+        self.emit_cdr(idx);
+        self.maybe_free(idx);
+    }
+
     /// After the final: emit the CDR, CANCEL what is still pending, free the slot when nothing
     /// refers to it any more.
     fn finish<O: ProxyOut>(
@@ -2170,6 +2661,7 @@ impl Proxy {
         let (kind, name): (&str, &str) = match c.caller {
             Some(Caller::Peer(p)) => ("peer:", &self.table.peers[p].name),
             Some(Caller::Account(a)) => ("account:", &self.accounts.get(a).user),
+            Some(Caller::Trunk(t)) => ("trunk:", self.trunk_names.get(t).map_or("", |n| &**n)),
             None => ("", ""),
         };
         let mut identity = String::with_capacity(kind.len() + name.len());
@@ -2259,6 +2751,40 @@ impl Proxy {
     }
 }
 
+/// A BYE of ours within a dialog (`routes`: whole `Route: ...\r\n` lines).
+#[allow(clippy::too_many_arguments)]
+fn write_bye(
+    out: &mut Vec<u8>,
+    target: &[u8],
+    via: &[u8],
+    routes: &[u8],
+    from: &[u8],
+    to: &[u8],
+    call_id: &[u8],
+    cseq: u32,
+) {
+    out.clear();
+    out.extend_from_slice(b"BYE ");
+    out.extend_from_slice(target);
+    out.extend_from_slice(b" SIP/2.0\r\nVia: ");
+    out.extend_from_slice(via);
+    out.extend_from_slice(b"\r\nMax-Forwards: 70\r\n");
+    out.extend_from_slice(routes);
+    out.extend_from_slice(b"From: ");
+    out.extend_from_slice(from);
+    out.extend_from_slice(b"\r\nTo: ");
+    out.extend_from_slice(to);
+    out.extend_from_slice(b"\r\nCall-ID: ");
+    out.extend_from_slice(call_id);
+    out.extend_from_slice(b"\r\nCSeq: ");
+    push_num(out, cseq);
+    out.extend_from_slice(
+        b" BYE\r\nReason: Q.850;cause=102;text=\"maximum call duration\"\r\nUser-Agent: ",
+    );
+    out.extend_from_slice(SERVER_NAME.as_bytes());
+    out.extend_from_slice(b"\r\nContent-Length: 0\r\n\r\n");
+}
+
 fn a_is_pending(c: &Call, n: usize) -> bool {
     c.attempts.get(n).is_some_and(|a| a.outcome.is_none())
 }
@@ -2293,6 +2819,21 @@ fn make_tag(shard: usize, v: u64) -> [u8; 20] {
         t[4 + i] = HEX[((v >> (60 - 4 * i)) & 0xf) as usize];
     }
     t
+}
+
+/// Order of final responses in a response context, lower is better (RFC 3261 §16.7 step 6):
+/// any 6xx, then the lowest class; within a class 401/407 first (the caller can answer them),
+/// then responses received, then a timeout (`received` false: our own 408), then 503 (sent as
+/// 500). Equal ranks keep the first.
+fn rank(status: u16, received: bool) -> (u16, u8) {
+    let class = if status >= 600 { 0 } else { status / 100 };
+    let within = match status {
+        401 | 407 => 0,
+        503 => 3,
+        _ if !received => 2,
+        _ => 1,
+    };
+    (class, within)
 }
 
 fn reason_of(status: u16) -> &'static str {

@@ -32,7 +32,8 @@
 //! - Endings with no (adequate) response arrive as [`TxEvent::Timeout`] with a [`TimeoutCause`]
 //!   and the owner's token. An INVITE client transaction that timed out lingers 64·T1 silently so
 //!   the owner can still CANCEL it, a late non-2xx is ACKed, and a late 2xx is passed up
-//!   (`late: true`) instead of being lost.
+//!   (`late: true`) instead of being lost; so is the first late provisional when the INVITE had
+//!   none before (the owner can then CANCEL the branch; further ones are absorbed).
 //!
 //! Server side (we received a request):
 //! - [`TransactionLayer::on_request`]`(&RequestInfo { method, key, reply_to }, now, sink)` returns a
@@ -1132,7 +1133,14 @@ impl TransactionLayer {
             (Kind::InviteClient, TxState::Calling | TxState::Proceeding | TxState::TimedOut) => {
                 if provisional {
                     if t.state == TxState::TimedOut {
-                        return absorbed;
+                        // The first provisional after the timeout goes up (`late`) so that the
+                        // owner can CANCEL that branch (it now may, §9.1); later ones, or any
+                        // once the owner cancelled or had a provisional before, are absorbed.
+                        if t.has_provisional || t.cancelled {
+                            return absorbed;
+                        }
+                        t.has_provisional = true;
+                        return pass;
                     }
                     t.state = TxState::Proceeding;
                     t.has_provisional = true;
