@@ -96,6 +96,8 @@ pub enum CtlCommand {
     Trunks,
     /// Force a new registration attempt of one trunk now (needs the token).
     Reregister { name: String },
+    /// Routing gateways: health and counters.
+    Gateways,
 }
 
 #[derive(Debug, Default, clap::Args)]
@@ -209,6 +211,7 @@ fn ctl(args: CtlArgs, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
         CtlCommand::Status => Action::Status,
         CtlCommand::Trunks => Action::Trunks,
         CtlCommand::Reregister { name } => Action::Reregister(name),
+        CtlCommand::Gateways => Action::Gateways,
     };
     let target = Target {
         addr: args.admin,

@@ -23,8 +23,9 @@ use crate::cdr::csv::WallClock;
 use crate::cdr::writer::{self, CdrWriter, WriterReport};
 use crate::config::{Config, IoBackendKind, ServerConfig, TrunkConfig};
 use crate::dispatch::{
-    query::add_counters, AdminQuery, AdminReply, ContactRow, Core, Dispatcher, Mail,
-    OwnedBindingRow, OwnedListFilter, RegistrarQuery, RegistrarReply, ShardId, Shared, TrunkRow,
+    query::add_counters, AdminQuery, AdminReply, ContactRow, Core, Dispatcher, GatewayCounters,
+    GatewayStat, Mail, OwnedBindingRow, OwnedListFilter, RegistrarQuery, RegistrarReply, ShardId,
+    Shared, TrunkRow,
 };
 use crate::io::{self as bio, BatchIo, PortableIo, SocketOptions};
 use crate::registrar::core::RegistrarCounters;
@@ -951,6 +952,33 @@ impl AdminClient {
         }
     }
 
+    /// Every gateway over all shards, in configuration order (`Mail::GatewayStats` to every
+    /// shard, bounded wait): counters summed, `up` from the health owner's row (every shard's
+    /// own view when no row says it owns the health), `active_calls` as shared by all shards.
+    pub fn gateways(&self) -> Result<Vec<GatewayStat>, QueryError> {
+        let shards = self.all();
+        let (tx, rx) = crossbeam_channel::bounded(shards.len().max(1));
+        for &s in &shards {
+            if self
+                .mailer
+                .send(s, Mail::GatewayStats { reply: tx.clone() })
+                .is_err()
+            {
+                return Err(QueryError::Unavailable(s));
+            }
+        }
+        drop(tx);
+        let deadline = Instant::now() + self.timeout;
+        let mut merged: Vec<GatewayStat> = Vec::new();
+        for _ in &shards {
+            let rows = rx
+                .recv_deadline(deadline)
+                .map_err(|_| QueryError::Timeout)?;
+            merge_gateway_rows(&mut merged, rows)?;
+        }
+        Ok(merged)
+    }
+
     /// The cores' live counters, summed by name over shards (first-seen order).
     pub fn core_counters(&self) -> Result<Vec<(&'static str, u64)>, QueryError> {
         let mut sums: Vec<(&'static str, u64)> = Vec::new();
@@ -969,4 +997,62 @@ impl AdminClient {
         }
         Ok(sums)
     }
+}
+
+/// Adds one shard's gateway rows to `merged` (same table on every shard, so rows pair up by
+/// position; a name that differs means the shards disagree: a bug).
+fn merge_gateway_rows(
+    merged: &mut Vec<GatewayStat>,
+    rows: Vec<GatewayStat>,
+) -> Result<(), QueryError> {
+    if merged.is_empty() {
+        *merged = rows;
+        return Ok(());
+    }
+    if merged.len() != rows.len() {
+        return Err(QueryError::Unexpected);
+    }
+    for (m, r) in merged.iter_mut().zip(rows) {
+        if m.name != r.name {
+            return Err(QueryError::Unexpected);
+        }
+        if r.health_owner {
+            m.up = r.up;
+            m.health_owner = true;
+        }
+        m.active_calls = m.active_calls.max(r.active_calls);
+        add_gateway_counters(&mut m.counters, &r.counters);
+    }
+    Ok(())
+}
+
+/// `sum += c`, field by field (written out in full so that a new counter cannot be forgotten:
+/// the destructuring stops compiling).
+pub fn add_gateway_counters(sum: &mut GatewayCounters, c: &GatewayCounters) {
+    let GatewayCounters {
+        attempts,
+        answered,
+        fail_no_response,
+        fail_trying_timeout,
+        fail_status,
+        rejected,
+        ringing_timeout,
+        skipped_down,
+        skipped_full,
+        marked_down,
+        marked_up,
+        probes_sent,
+    } = *c;
+    sum.attempts += attempts;
+    sum.answered += answered;
+    sum.fail_no_response += fail_no_response;
+    sum.fail_trying_timeout += fail_trying_timeout;
+    sum.fail_status += fail_status;
+    sum.rejected += rejected;
+    sum.ringing_timeout += ringing_timeout;
+    sum.skipped_down += skipped_down;
+    sum.skipped_full += skipped_full;
+    sum.marked_down += marked_down;
+    sum.marked_up += marked_up;
+    sum.probes_sent += probes_sent;
 }

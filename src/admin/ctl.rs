@@ -1,6 +1,7 @@
 //! `sipshard ctl`: the management API from a shell (a plain blocking HTTP/1.1 client on std).
 //!
-//! Owns: the ctl commands (list, show, unregister, export, status, trunks, reregister), their
+//! Owns: the ctl commands (list, show, unregister, export, status, trunks, reregister, gateways,
+//! calls), their
 //! requests and how answers are printed.
 //! Must not: know anything of the server's insides: it only speaks the HTTP API.
 
@@ -184,6 +185,7 @@ pub enum Action {
     Status,
     Trunks,
     Reregister(String),
+    Gateways,
 }
 
 fn s(v: &Value) -> String {
@@ -348,6 +350,46 @@ fn run_inner(t: &Target, action: &Action, out: &mut dyn Write) -> Outcome {
                     s(&row["effective_expiry_s"]),
                     s(&row["next_action_at"]),
                     s(&row["last_error"])
+                )?;
+            }
+            Ok(Ok(()))
+        }
+        Action::Gateways => {
+            let r = request(t, "GET", "/api/v1/gateways")?;
+            if r.status != 200 {
+                return refused(r);
+            }
+            let v = r.json()?;
+            writeln!(
+                out,
+                "{:<16} {:<22} {:<5} {:>6} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8}",
+                "NAME",
+                "ADDRESS",
+                "STATE",
+                "ACTIVE",
+                "ATTEMPTS",
+                "ANSWERED",
+                "FAILURES",
+                "REJECTED",
+                "SKIPPED",
+                "PROBES"
+            )?;
+            for g in v["gateways"].as_array().into_iter().flatten() {
+                let skipped = g["skipped"]["down"].as_u64().unwrap_or(0)
+                    + g["skipped"]["full"].as_u64().unwrap_or(0);
+                writeln!(
+                    out,
+                    "{:<16} {:<22} {:<5} {:>6} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8}",
+                    s(&g["name"]),
+                    s(&g["address"]),
+                    s(&g["state"]),
+                    s(&g["active_calls"]),
+                    s(&g["attempts"]),
+                    s(&g["answered"]),
+                    s(&g["failures_total"]),
+                    s(&g["rejected"]),
+                    skipped,
+                    s(&g["probes_sent"])
                 )?;
             }
             Ok(Ok(()))

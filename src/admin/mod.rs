@@ -22,7 +22,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::{json, Value};
 
 use crate::config::{mask_ip, AdminConfig};
-use crate::dispatch::{OwnedBindingRow, OwnedListFilter, ShardId, TrunkRow};
+use crate::dispatch::{GatewayStat, OwnedBindingRow, OwnedListFilter, ShardId, TrunkRow};
 use crate::registrar::core::{IpFilter, Status};
 use crate::registrar::RemovalReason;
 use crate::server::{AdminClient, QueryError, RegistrarClient};
@@ -46,6 +46,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/analysis/failed"),
     ("GET", "/api/v1/trunks"),
     ("POST", "/api/v1/trunks/{name}/reregister"),
+    ("GET", "/api/v1/gateways"),
     ("GET", "/api/v1/openapi.json"),
     ("GET", "/metrics"),
 ];
@@ -318,6 +319,32 @@ fn csv_row(out: &mut String, w: WallClock, r: &OwnedBindingRow) {
     out.push_str("\r\n");
 }
 
+/// One gateway (counters already summed over shards) as JSON.
+pub fn gateway_json(g: &GatewayStat) -> Value {
+    let c = &g.counters;
+    json!({
+        "name": g.name,
+        "address": g.address.to_string(),
+        "up": g.up,
+        "state": if g.up { "up" } else { "down" },
+        "active_calls": g.active_calls,
+        "attempts": c.attempts,
+        "answered": c.answered,
+        "failures": {
+            "no_response": c.fail_no_response,
+            "trying_timeout": c.fail_trying_timeout,
+            "failover_status": c.fail_status,
+        },
+        "failures_total": c.fail_no_response + c.fail_trying_timeout + c.fail_status,
+        "ringing_timeout": c.ringing_timeout,
+        "rejected": c.rejected,
+        "skipped": { "down": c.skipped_down, "full": c.skipped_full },
+        "marked_down": c.marked_down,
+        "marked_up": c.marked_up,
+        "probes_sent": c.probes_sent,
+    })
+}
+
 /// Walks every shard's live bindings a slice at a time (shard 0..n, slot 0..).
 struct Walk {
     client: RegistrarClient,
@@ -522,6 +549,7 @@ impl Api {
             ("GET", ["api", "v1", "analysis", "failed"]) => self.failed(req),
             ("GET", ["api", "v1", "trunks"]) => self.trunks(),
             ("POST", ["api", "v1", "trunks", name, "reregister"]) => self.reregister(name),
+            ("GET", ["api", "v1", "gateways"]) => self.gateways(),
             (_, segs) => {
                 // Known path, other method → 405 with Allow; else 404.
                 let allowed: Vec<&str> = ROUTES
@@ -787,6 +815,13 @@ impl Api {
         } else {
             Err(error(404, format!("no running trunk named `{name}`")))
         }
+    }
+
+    fn gateways(&self) -> Result<Response, Response> {
+        let a = self.admin()?;
+        let v = a.gateways().map_err(query_error)?;
+        let rows: Vec<Value> = v.iter().map(gateway_json).collect();
+        Ok(json_response(200, &json!({ "gateways": rows })))
     }
 
     fn metrics(&self) -> Result<Response, Response> {
