@@ -20,6 +20,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::cdr::csv::WallClock;
+use crate::cdr::recent::RecentCalls;
 use crate::cdr::writer::{self, CdrWriter, WriterReport};
 use crate::config::{Config, IoBackendKind, ServerConfig, TrunkConfig};
 use crate::dispatch::{
@@ -459,6 +460,7 @@ pub fn run_with_cdr<C: Core>(
                 control: server.control(),
                 clock: server.clock(),
                 shards: server.shard_count(),
+                cdr: cdr.as_ref().map(CdrWriter::monitor),
             };
             match crate::admin::start(l, ctx) {
                 Ok(h) => {
@@ -553,7 +555,10 @@ pub fn run_main(config: Config) -> Result<(), String> {
     let clock = Clock::new();
     let wall = WallClock::new(writer::unix_ms(SystemTime::now()));
     let cdr = if config.cdr.enabled {
-        let w = CdrWriter::start((&config.cdr).into(), wall)
+        // The last admin.recent_calls records, for /api/v1/calls (filled by the writer thread).
+        let recent = (config.admin.enabled && config.admin.recent_calls > 0)
+            .then(|| RecentCalls::new(config.admin.recent_calls, wall));
+        let w = CdrWriter::start_with_recent((&config.cdr).into(), wall, recent)
             .map_err(|e| format!("cannot start the CDR writer: {e}"))?;
         shared.cdr = w.sender();
         Some(w)

@@ -186,6 +186,12 @@ pub enum Action {
     Trunks,
     Reregister(String),
     Gateways,
+    /// Recent calls from the CDR ring: (filter name, value) pairs as in the API, paging.
+    Calls {
+        filters: Vec<(&'static str, String)>,
+        offset: usize,
+        limit: usize,
+    },
 }
 
 fn s(v: &Value) -> String {
@@ -392,6 +398,50 @@ fn run_inner(t: &Target, action: &Action, out: &mut dyn Write) -> Outcome {
                     s(&g["probes_sent"])
                 )?;
             }
+            Ok(Ok(()))
+        }
+        Action::Calls {
+            filters,
+            offset,
+            limit,
+        } => {
+            let mut q = format!("offset={offset}&limit={limit}");
+            for (k, v) in filters {
+                q.push_str(&format!("&{k}={}", encode(v)));
+            }
+            let r = request(t, "GET", &format!("/api/v1/calls?{q}"))?;
+            if r.status != 200 {
+                return refused(r);
+            }
+            let v = r.json()?;
+            writeln!(
+                out,
+                "{:<24} {:<16} {:<16} {:>6} {:<20} {:<12} {:>9} CALL-ID",
+                "START", "CALLER", "CALLEE", "STATUS", "END REASON", "GATEWAY", "TALK MS"
+            )?;
+            for c in v["rows"].as_array().into_iter().flatten() {
+                writeln!(
+                    out,
+                    "{:<24} {:<16} {:<16} {:>6} {:<20} {:<12} {:>9} {}",
+                    s(&c["start"]),
+                    s(&c["caller"]),
+                    s(&c["callee"]),
+                    s(&c["final_status"]),
+                    s(&c["end_reason"]),
+                    s(&c["gateway"]),
+                    s(&c["duration_ms"]),
+                    s(&c["call_id"])
+                )?;
+            }
+            let shown = v["rows"].as_array().map_or(0, Vec::len);
+            writeln!(
+                out,
+                "({shown} shown, rows {}..{} of {} matching; {} held)",
+                offset,
+                offset + shown,
+                s(&v["total"]),
+                s(&v["held"])
+            )?;
             Ok(Ok(()))
         }
         Action::Reregister(name) => {

@@ -9,6 +9,7 @@
 //! busy admin side never blocks a shard. Big answers (the CSV export) are streamed a slice at a
 //! time, never held whole.
 
+pub mod calls;
 pub mod ctl;
 pub mod http;
 pub mod metrics;
@@ -21,6 +22,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
+use crate::cdr::writer::CdrMonitor;
 use crate::config::{mask_ip, AdminConfig};
 use crate::dispatch::{GatewayStat, OwnedBindingRow, OwnedListFilter, ShardId, TrunkRow};
 use crate::registrar::core::{IpFilter, Status};
@@ -47,6 +49,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/trunks"),
     ("POST", "/api/v1/trunks/{name}/reregister"),
     ("GET", "/api/v1/gateways"),
+    ("GET", "/api/v1/calls"),
     ("GET", "/api/v1/openapi.json"),
     ("GET", "/metrics"),
 ];
@@ -82,6 +85,8 @@ pub struct AdminContext {
     pub control: Control,
     pub clock: Clock,
     pub shards: usize,
+    /// The CDR writer's counts and recent-calls ring (None: CDRs are off).
+    pub cdr: Option<CdrMonitor>,
 }
 
 /// The running admin server.
@@ -550,6 +555,7 @@ impl Api {
             ("GET", ["api", "v1", "trunks"]) => self.trunks(),
             ("POST", ["api", "v1", "trunks", name, "reregister"]) => self.reregister(name),
             ("GET", ["api", "v1", "gateways"]) => self.gateways(),
+            ("GET", ["api", "v1", "calls"]) => self.calls(req),
             (_, segs) => {
                 // Known path, other method → 405 with Allow; else 404.
                 let allowed: Vec<&str> = ROUTES
@@ -822,6 +828,61 @@ impl Api {
         let v = a.gateways().map_err(query_error)?;
         let rows: Vec<Value> = v.iter().map(gateway_json).collect();
         Ok(json_response(200, &json!({ "gateways": rows })))
+    }
+
+    fn calls(&self, req: &Request) -> Result<Response, Response> {
+        let filter = calls::CallFilter::from_params(|n| req.param(n)).map_err(|e| error(400, e))?;
+        let offset = parse_usize(req, "offset", 0)?;
+        let limit = parse_usize(req, "limit", DEFAULT_LIMIT)?;
+        if limit == 0 || limit > MAX_LIMIT {
+            return Err(error(400, format!("limit must be 1..={MAX_LIMIT}")));
+        }
+        let recent = self.ctx.cdr.as_ref().and_then(|c| c.recent());
+        if offset > recent.map_or(0, |r| r.capacity()) {
+            return Err(error(
+                400,
+                format!(
+                    "offset must be 0..={} (admin.recent_calls)",
+                    recent.map_or(0, |r| r.capacity())
+                ),
+            ));
+        }
+        let Some(recent) = recent else {
+            let why = if self.ctx.cdr.is_none() {
+                "CDRs are off ([cdr] enabled)"
+            } else {
+                "admin.recent_calls is 0"
+            };
+            return Ok(json_response(
+                200,
+                &json!({ "total": 0, "offset": offset, "limit": limit, "held": 0,
+                         "capacity": 0, "note": why, "rows": [] }),
+            ));
+        };
+        let wall = recent.wall();
+        let snap = recent.snapshot();
+        let mut total = 0usize;
+        let mut rows = Vec::new();
+        for r in &snap.newest_first {
+            if filter.matches(r, wall) {
+                if total >= offset && rows.len() < limit {
+                    rows.push(calls::call_json(r, wall));
+                }
+                total += 1;
+            }
+        }
+        Ok(json_response(
+            200,
+            &json!({
+                "total": total,
+                "offset": offset,
+                "limit": limit,
+                "held": snap.newest_first.len(),
+                "capacity": recent.capacity(),
+                "recorded": snap.pushed,
+                "rows": rows,
+            }),
+        ))
     }
 
     fn metrics(&self) -> Result<Response, Response> {
