@@ -887,14 +887,15 @@ impl Api {
 
     fn metrics(&self) -> Result<Response, Response> {
         let stats = self.ctx.control.stats();
-        let (core, reg, trunks, depths) = match (&self.ctx.admin, &self.ctx.registrar) {
+        let (core, reg, trunks, depths, gateways) = match (&self.ctx.admin, &self.ctx.registrar) {
             (Some(a), Some(r)) => (
                 a.core_counters().map_err(query_error)?,
                 Some(r.counts().map_err(query_error)?),
                 a.trunks().map_err(query_error)?,
                 a.mailbox_depths(),
+                a.gateways().map_err(query_error)?,
             ),
-            _ => (Vec::new(), None, Vec::new(), Vec::new()),
+            _ => (Vec::new(), None, Vec::new(), Vec::new(), Vec::new()),
         };
         let text = metrics::render(&metrics::Snapshot {
             shards: &stats,
@@ -903,6 +904,14 @@ impl Api {
             trunks: &trunks,
             mailbox_depths: &depths,
             busy: self.ctx.control.busy(),
+            gateways: &gateways,
+            cdr: self.ctx.cdr.as_ref().map(CdrMonitor::counts),
+            recent_calls: self
+                .ctx
+                .cdr
+                .as_ref()
+                .and_then(CdrMonitor::recent)
+                .map(|r| r.len()),
         });
         Ok(Response::new(
             200,
