@@ -936,16 +936,53 @@ fn the_web_page_in_headless_chromium() {
         return;
     }
     let dir = TempDir::new("admin-ui");
+    // Calls for the Gateways and Recent calls pages: 5 through a sipp uas gateway, 1 failing
+    // at a dead one.
+    const CALLS: usize = 5;
+    let uas_port = free_port();
+    let uas = Command::new("sipp")
+        .current_dir(&dir.0)
+        .args(["-sn", "uas", "-i", "127.0.0.1", "-p", &uas_port.to_string()])
+        .args(["-m", &CALLS.to_string(), "-timeout", "60s", "-nostdin"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run sipp uas");
+    let _uas = KillOnDrop(uas);
     let cfg = dir.write(
         "sipshard.toml",
         &format!(
-            "[registrar]\nrequire_auth = \"Off\"\nrate_limit_per_source = 0\n\
-             [admin]\ntoken = \"{TOKEN}\"\ntrend_interval = 1\n"
+            "[sip]\ntimeout_invite = 1\n\
+             [registrar]\nrequire_auth = \"Off\"\nrate_limit_per_source = 0\n\
+             [cdr]\npath = \"{}\"\n\
+             [admin]\ntoken = \"{TOKEN}\"\ntrend_interval = 1\n\
+             [[gateways]]\nname = \"uas\"\naddress = \"127.0.0.1:{uas_port}\"\n\
+             [[gateways]]\nname = \"dead\"\naddress = \"127.0.0.1:{}\"\n\
+             [[routes]]\nprefix = \"\"\ngateways = [\"uas\"]\n\
+             [[routes]]\nprefix = \"999\"\ngateways = [\"dead\"]\n\
+             [[peers]]\nname = \"uac\"\naddress = \"127.0.0.1\"\n",
+            dir.0.join("cdr.csv").display(),
+            free_port()
         ),
     );
     let server = start_server(2, &["--config", &cfg]);
     let admin = server.admin.unwrap();
     sipp_register(&dir, server.addr, 20);
+    let out = Command::new("sipp")
+        .current_dir(&dir.0)
+        .args(["-sn", "uac", &server.addr.to_string(), "-i", "127.0.0.1"])
+        .args(["-s", "15551234", "-m", &CALLS.to_string(), "-r", "10"])
+        .args(["-timeout", "60s", "-timeout_error", "-nostdin"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run sipp uac");
+    assert_eq!(out.status.code(), Some(0), "sipp uac failed");
+    let caller = UdpSocket::bind("127.0.0.1:0").unwrap();
+    assert!(call_once(&caller, server.addr, "999123", 1) >= 400);
+    wait_until("the calls in the ring", Duration::from_secs(10), || {
+        get(admin, "/api/v1/calls")["total"] == CALLS + 1
+    });
     let phone = UdpSocket::bind("127.0.1.7:0").unwrap();
     assert_eq!(
         register(&phone, server.addr, "alice", "PhoneA/1.0", 3600, 1),
@@ -1067,6 +1104,66 @@ fn the_web_page_in_headless_chromium() {
         "document.querySelector('#status').textContent.startsWith('updated')",
     );
 
+    b.eval("document.querySelector('nav button[data-tab=\"gateways\"]').click(); true");
+    b.wait_for(
+        "the gateways page",
+        "document.querySelectorAll('#gws tbody tr').length === 2 && \
+         document.querySelector('#gws tbody tr[data-gateway=\"uas\"] td.gw-up') !== null",
+    );
+    let uas_row = b.eval(
+        "[...document.querySelectorAll('#gws tbody tr[data-gateway=\"uas\"] td')].map(td => td.textContent)",
+    );
+    assert_eq!(uas_row[2], "up", "{uas_row}");
+    assert_eq!(uas_row[4], CALLS.to_string(), "attempts: {uas_row}");
+    assert_eq!(uas_row[5], CALLS.to_string(), "answered: {uas_row}");
+    assert_eq!(uas_row[6], "100.0 %", "{uas_row}");
+    let dead_row = b.eval(
+        "[...document.querySelectorAll('#gws tbody tr[data-gateway=\"dead\"] td')].map(td => td.textContent)",
+    );
+    assert_eq!(dead_row[7], "1", "no response: {dead_row}");
+    let gateways = b.screenshot("admin-ui-gateways.png");
+
+    b.eval("document.querySelector('nav button[data-tab=\"calls\"]').click(); true");
+    b.wait_for(
+        "the recent calls",
+        &format!(
+            "document.querySelectorAll('#calls tbody tr').length === {}",
+            CALLS + 1
+        ),
+    );
+    assert_eq!(
+        b.eval("document.querySelector('#calls tbody tr td:nth-child(3)').textContent"),
+        "999123",
+        "newest first"
+    );
+    b.eval(
+        "document.querySelector('#c-status').value = '200'; \
+         document.querySelector('#c-apply').click(); true",
+    );
+    b.wait_for(
+        "the answered calls",
+        &format!(
+            "document.querySelectorAll('#calls tbody tr').length === {CALLS} && \
+             [...document.querySelectorAll('#calls tbody tr')].every(r => r.cells[2].textContent === '15551234')"
+        ),
+    );
+    b.eval(
+        "document.querySelector('#c-status').value = ''; \
+         document.querySelector('#c-callee').value = '999'; \
+         document.querySelector('#c-apply').click(); true",
+    );
+    b.wait_for(
+        "the failed call",
+        "document.querySelectorAll('#calls tbody tr').length === 1 && \
+         document.querySelector('#calls tbody tr td:nth-child(8)').textContent === 'dead'",
+    );
+    b.eval("document.querySelector('#calls tbody tr button.attempts').click(); true");
+    b.wait_for(
+        "the attempts",
+        "document.querySelector('#call-details').textContent.includes('\"outcome\": \"no_response\"')",
+    );
+    let calls = b.screenshot("admin-ui-calls.png");
+
     b.call("Runtime.evaluate", serde_json::json!({ "expression": "1" }));
     // The failed DELETE (401) is logged by the browser as a failed resource load; every other
     // error (exceptions, console.error, other failed loads) fails the test.
@@ -1078,6 +1175,8 @@ fn the_web_page_in_headless_chromium() {
     assert!(errors.is_empty(), "console errors: {errors:#?}");
     assert!(std::fs::metadata(&shot).unwrap().len() > 1000);
     assert!(std::fs::metadata(&analysis).unwrap().len() > 1000);
+    assert!(std::fs::metadata(&gateways).unwrap().len() > 1000);
+    assert!(std::fs::metadata(&calls).unwrap().len() > 1000);
     drop(b);
     let (code, _, err, _) = server.terminate(Duration::from_secs(10));
     assert_eq!(code, Some(0), "{err}");
