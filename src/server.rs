@@ -1061,3 +1061,57 @@ pub fn add_gateway_counters(sum: &mut GatewayCounters, c: &GatewayCounters) {
     sum.marked_up += marked_up;
     sum.probes_sent += probes_sent;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(name: &str, up: bool, owner: bool, attempts: u64) -> GatewayStat {
+        GatewayStat {
+            name: name.into(),
+            address: "127.0.0.1:5070".parse().unwrap(),
+            up,
+            health_owner: owner,
+            active_calls: 3,
+            counters: GatewayCounters {
+                attempts,
+                fail_no_response: 1,
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn gateway_rows_sum_counters_and_take_up_from_the_health_owner() {
+        let mut m = Vec::new();
+        // Shard 0 still thinks the gateway is up; shard 1 owns its health and marked it down.
+        merge_gateway_rows(
+            &mut m,
+            vec![row("a", true, false, 2), row("b", true, true, 1)],
+        )
+        .unwrap();
+        merge_gateway_rows(
+            &mut m,
+            vec![row("a", false, true, 5), row("b", false, false, 4)],
+        )
+        .unwrap();
+        assert_eq!(m.len(), 2);
+        assert!(!m[0].up && m[0].health_owner, "a: the owner's view");
+        assert!(m[1].up, "b: the owner (first row) said up");
+        assert_eq!(m[0].counters.attempts, 7);
+        assert_eq!(m[0].counters.fail_no_response, 2);
+        assert_eq!(m[1].counters.attempts, 5);
+        assert_eq!(m[0].active_calls, 3, "shared by all shards, not summed");
+        assert_eq!(
+            merge_gateway_rows(
+                &mut m,
+                vec![row("x", true, false, 0), row("b", true, false, 0)]
+            ),
+            Err(QueryError::Unexpected)
+        );
+        assert_eq!(
+            merge_gateway_rows(&mut m, vec![row("a", true, false, 0)]),
+            Err(QueryError::Unexpected)
+        );
+    }
+}
