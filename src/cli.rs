@@ -96,6 +96,33 @@ pub enum CtlCommand {
     Trunks,
     /// Force a new registration attempt of one trunk now (needs the token).
     Reregister { name: String },
+    /// Routing gateways: health and counters.
+    Gateways,
+    /// Recent calls from the CDR, newest first (filters and paging as in the API).
+    Calls {
+        /// Part of the caller number.
+        #[arg(long)]
+        caller: Option<String>,
+        /// Part of the called number.
+        #[arg(long)]
+        callee: Option<String>,
+        /// Final status (200) or class (4xx).
+        #[arg(long)]
+        status: Option<String>,
+        /// End reason (caller_hangup, no_answer, all_gateways_failed, ...).
+        #[arg(long)]
+        reason: Option<String>,
+        /// A gateway one of the attempts went to.
+        #[arg(long)]
+        gateway: Option<String>,
+        /// Calls started at or after: Unix ms or 2026-11-21T07:00:00Z.
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long, default_value_t = 0)]
+        offset: usize,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
 }
 
 #[derive(Debug, Default, clap::Args)]
@@ -209,6 +236,31 @@ fn ctl(args: CtlArgs, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
         CtlCommand::Status => Action::Status,
         CtlCommand::Trunks => Action::Trunks,
         CtlCommand::Reregister { name } => Action::Reregister(name),
+        CtlCommand::Gateways => Action::Gateways,
+        CtlCommand::Calls {
+            caller,
+            callee,
+            status,
+            reason,
+            gateway,
+            since,
+            offset,
+            limit,
+        } => Action::Calls {
+            filters: [
+                ("caller", caller),
+                ("callee", callee),
+                ("status", status),
+                ("reason", reason),
+                ("gateway", gateway),
+                ("since", since),
+            ]
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .collect(),
+            offset,
+            limit,
+        },
     };
     let target = Target {
         addr: args.admin,

@@ -20,11 +20,13 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::cdr::csv::WallClock;
+use crate::cdr::recent::RecentCalls;
 use crate::cdr::writer::{self, CdrWriter, WriterReport};
 use crate::config::{Config, IoBackendKind, ServerConfig, TrunkConfig};
 use crate::dispatch::{
-    query::add_counters, AdminQuery, AdminReply, ContactRow, Core, Dispatcher, Mail,
-    OwnedBindingRow, OwnedListFilter, RegistrarQuery, RegistrarReply, ShardId, Shared, TrunkRow,
+    query::add_counters, AdminQuery, AdminReply, ContactRow, Core, Dispatcher, GatewayCounters,
+    GatewayStat, Mail, OwnedBindingRow, OwnedListFilter, RegistrarQuery, RegistrarReply, ShardId,
+    Shared, TrunkRow,
 };
 use crate::io::{self as bio, BatchIo, PortableIo, SocketOptions};
 use crate::registrar::core::RegistrarCounters;
@@ -458,6 +460,7 @@ pub fn run_with_cdr<C: Core>(
                 control: server.control(),
                 clock: server.clock(),
                 shards: server.shard_count(),
+                cdr: cdr.as_ref().map(CdrWriter::monitor),
             };
             match crate::admin::start(l, ctx) {
                 Ok(h) => {
@@ -552,7 +555,10 @@ pub fn run_main(config: Config) -> Result<(), String> {
     let clock = Clock::new();
     let wall = WallClock::new(writer::unix_ms(SystemTime::now()));
     let cdr = if config.cdr.enabled {
-        let w = CdrWriter::start((&config.cdr).into(), wall)
+        // The last admin.recent_calls records, for /api/v1/calls (filled by the writer thread).
+        let recent = (config.admin.enabled && config.admin.recent_calls > 0)
+            .then(|| RecentCalls::new(config.admin.recent_calls, wall));
+        let w = CdrWriter::start_with_recent((&config.cdr).into(), wall, recent)
             .map_err(|e| format!("cannot start the CDR writer: {e}"))?;
         shared.cdr = w.sender();
         Some(w)
@@ -951,6 +957,33 @@ impl AdminClient {
         }
     }
 
+    /// Every gateway over all shards, in configuration order (`Mail::GatewayStats` to every
+    /// shard, bounded wait): counters summed, `up` from the health owner's row (every shard's
+    /// own view when no row says it owns the health), `active_calls` as shared by all shards.
+    pub fn gateways(&self) -> Result<Vec<GatewayStat>, QueryError> {
+        let shards = self.all();
+        let (tx, rx) = crossbeam_channel::bounded(shards.len().max(1));
+        for &s in &shards {
+            if self
+                .mailer
+                .send(s, Mail::GatewayStats { reply: tx.clone() })
+                .is_err()
+            {
+                return Err(QueryError::Unavailable(s));
+            }
+        }
+        drop(tx);
+        let deadline = Instant::now() + self.timeout;
+        let mut merged: Vec<GatewayStat> = Vec::new();
+        for _ in &shards {
+            let rows = rx
+                .recv_deadline(deadline)
+                .map_err(|_| QueryError::Timeout)?;
+            merge_gateway_rows(&mut merged, rows)?;
+        }
+        Ok(merged)
+    }
+
     /// The cores' live counters, summed by name over shards (first-seen order).
     pub fn core_counters(&self) -> Result<Vec<(&'static str, u64)>, QueryError> {
         let mut sums: Vec<(&'static str, u64)> = Vec::new();
@@ -968,5 +1001,117 @@ impl AdminClient {
             }
         }
         Ok(sums)
+    }
+}
+
+/// Adds one shard's gateway rows to `merged` (same table on every shard, so rows pair up by
+/// position; a name that differs means the shards disagree: a bug).
+fn merge_gateway_rows(
+    merged: &mut Vec<GatewayStat>,
+    rows: Vec<GatewayStat>,
+) -> Result<(), QueryError> {
+    if merged.is_empty() {
+        *merged = rows;
+        return Ok(());
+    }
+    if merged.len() != rows.len() {
+        return Err(QueryError::Unexpected);
+    }
+    for (m, r) in merged.iter_mut().zip(rows) {
+        if m.name != r.name {
+            return Err(QueryError::Unexpected);
+        }
+        if r.health_owner {
+            m.up = r.up;
+            m.health_owner = true;
+        }
+        m.active_calls = m.active_calls.max(r.active_calls);
+        add_gateway_counters(&mut m.counters, &r.counters);
+    }
+    Ok(())
+}
+
+/// `sum += c`, field by field (written out in full so that a new counter cannot be forgotten:
+/// the destructuring stops compiling).
+pub fn add_gateway_counters(sum: &mut GatewayCounters, c: &GatewayCounters) {
+    let GatewayCounters {
+        attempts,
+        answered,
+        fail_no_response,
+        fail_trying_timeout,
+        fail_status,
+        rejected,
+        ringing_timeout,
+        skipped_down,
+        skipped_full,
+        marked_down,
+        marked_up,
+        probes_sent,
+    } = *c;
+    sum.attempts += attempts;
+    sum.answered += answered;
+    sum.fail_no_response += fail_no_response;
+    sum.fail_trying_timeout += fail_trying_timeout;
+    sum.fail_status += fail_status;
+    sum.rejected += rejected;
+    sum.ringing_timeout += ringing_timeout;
+    sum.skipped_down += skipped_down;
+    sum.skipped_full += skipped_full;
+    sum.marked_down += marked_down;
+    sum.marked_up += marked_up;
+    sum.probes_sent += probes_sent;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(name: &str, up: bool, owner: bool, attempts: u64) -> GatewayStat {
+        GatewayStat {
+            name: name.into(),
+            address: "127.0.0.1:5070".parse().unwrap(),
+            up,
+            health_owner: owner,
+            active_calls: 3,
+            counters: GatewayCounters {
+                attempts,
+                fail_no_response: 1,
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn gateway_rows_sum_counters_and_take_up_from_the_health_owner() {
+        let mut m = Vec::new();
+        // Shard 0 still thinks the gateway is up; shard 1 owns its health and marked it down.
+        merge_gateway_rows(
+            &mut m,
+            vec![row("a", true, false, 2), row("b", true, true, 1)],
+        )
+        .unwrap();
+        merge_gateway_rows(
+            &mut m,
+            vec![row("a", false, true, 5), row("b", false, false, 4)],
+        )
+        .unwrap();
+        assert_eq!(m.len(), 2);
+        assert!(!m[0].up && m[0].health_owner, "a: the owner's view");
+        assert!(m[1].up, "b: the owner (first row) said up");
+        assert_eq!(m[0].counters.attempts, 7);
+        assert_eq!(m[0].counters.fail_no_response, 2);
+        assert_eq!(m[1].counters.attempts, 5);
+        assert_eq!(m[0].active_calls, 3, "shared by all shards, not summed");
+        assert_eq!(
+            merge_gateway_rows(
+                &mut m,
+                vec![row("x", true, false, 0), row("b", true, false, 0)]
+            ),
+            Err(QueryError::Unexpected)
+        );
+        assert_eq!(
+            merge_gateway_rows(&mut m, vec![row("a", true, false, 0)]),
+            Err(QueryError::Unexpected)
+        );
     }
 }

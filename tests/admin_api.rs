@@ -1,6 +1,8 @@
 //! Black-box management API: the real binary with its admin listener on a free port, bindings
 //! made by sipp (tuning/register.xml) and by our own UDP client; filters, paging, details,
-//! force unregister, streamed CSV export, analysis, tokens, /metrics, trunks and `sipshard ctl`.
+//! force unregister, streamed CSV export, analysis, tokens, /metrics, trunks and `sipshard ctl`;
+//! calls made by sipp through a `sipp -sn uas` gateway and failed calls to a dead one: gateways,
+//! recent calls from the CDR ring, and the call counters of /metrics.
 
 mod common;
 
@@ -934,16 +936,53 @@ fn the_web_page_in_headless_chromium() {
         return;
     }
     let dir = TempDir::new("admin-ui");
+    // Calls for the Gateways and Recent calls pages: 5 through a sipp uas gateway, 1 failing
+    // at a dead one.
+    const CALLS: usize = 5;
+    let uas_port = free_port();
+    let uas = Command::new("sipp")
+        .current_dir(&dir.0)
+        .args(["-sn", "uas", "-i", "127.0.0.1", "-p", &uas_port.to_string()])
+        .args(["-m", &CALLS.to_string(), "-timeout", "60s", "-nostdin"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run sipp uas");
+    let _uas = KillOnDrop(uas);
     let cfg = dir.write(
         "sipshard.toml",
         &format!(
-            "[registrar]\nrequire_auth = \"Off\"\nrate_limit_per_source = 0\n\
-             [admin]\ntoken = \"{TOKEN}\"\ntrend_interval = 1\n"
+            "[sip]\ntimeout_invite = 1\n\
+             [registrar]\nrequire_auth = \"Off\"\nrate_limit_per_source = 0\n\
+             [cdr]\npath = \"{}\"\n\
+             [admin]\ntoken = \"{TOKEN}\"\ntrend_interval = 1\n\
+             [[gateways]]\nname = \"uas\"\naddress = \"127.0.0.1:{uas_port}\"\n\
+             [[gateways]]\nname = \"dead\"\naddress = \"127.0.0.1:{}\"\n\
+             [[routes]]\nprefix = \"\"\ngateways = [\"uas\"]\n\
+             [[routes]]\nprefix = \"999\"\ngateways = [\"dead\"]\n\
+             [[peers]]\nname = \"uac\"\naddress = \"127.0.0.1\"\n",
+            dir.0.join("cdr.csv").display(),
+            free_port()
         ),
     );
     let server = start_server(2, &["--config", &cfg]);
     let admin = server.admin.unwrap();
     sipp_register(&dir, server.addr, 20);
+    let out = Command::new("sipp")
+        .current_dir(&dir.0)
+        .args(["-sn", "uac", &server.addr.to_string(), "-i", "127.0.0.1"])
+        .args(["-s", "15551234", "-m", &CALLS.to_string(), "-r", "10"])
+        .args(["-timeout", "60s", "-timeout_error", "-nostdin"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run sipp uac");
+    assert_eq!(out.status.code(), Some(0), "sipp uac failed");
+    let caller = UdpSocket::bind("127.0.0.1:0").unwrap();
+    assert!(call_once(&caller, server.addr, "999123", 1) >= 400);
+    wait_until("the calls in the ring", Duration::from_secs(10), || {
+        get(admin, "/api/v1/calls")["total"] == CALLS + 1
+    });
     let phone = UdpSocket::bind("127.0.1.7:0").unwrap();
     assert_eq!(
         register(&phone, server.addr, "alice", "PhoneA/1.0", 3600, 1),
@@ -1065,6 +1104,66 @@ fn the_web_page_in_headless_chromium() {
         "document.querySelector('#status').textContent.startsWith('updated')",
     );
 
+    b.eval("document.querySelector('nav button[data-tab=\"gateways\"]').click(); true");
+    b.wait_for(
+        "the gateways page",
+        "document.querySelectorAll('#gws tbody tr').length === 2 && \
+         document.querySelector('#gws tbody tr[data-gateway=\"uas\"] td.gw-up') !== null",
+    );
+    let uas_row = b.eval(
+        "[...document.querySelectorAll('#gws tbody tr[data-gateway=\"uas\"] td')].map(td => td.textContent)",
+    );
+    assert_eq!(uas_row[2], "up", "{uas_row}");
+    assert_eq!(uas_row[4], CALLS.to_string(), "attempts: {uas_row}");
+    assert_eq!(uas_row[5], CALLS.to_string(), "answered: {uas_row}");
+    assert_eq!(uas_row[6], "100.0 %", "{uas_row}");
+    let dead_row = b.eval(
+        "[...document.querySelectorAll('#gws tbody tr[data-gateway=\"dead\"] td')].map(td => td.textContent)",
+    );
+    assert_eq!(dead_row[7], "1", "no response: {dead_row}");
+    let gateways = b.screenshot("admin-ui-gateways.png");
+
+    b.eval("document.querySelector('nav button[data-tab=\"calls\"]').click(); true");
+    b.wait_for(
+        "the recent calls",
+        &format!(
+            "document.querySelectorAll('#calls tbody tr').length === {}",
+            CALLS + 1
+        ),
+    );
+    assert_eq!(
+        b.eval("document.querySelector('#calls tbody tr td:nth-child(3)').textContent"),
+        "999123",
+        "newest first"
+    );
+    b.eval(
+        "document.querySelector('#c-status').value = '200'; \
+         document.querySelector('#c-apply').click(); true",
+    );
+    b.wait_for(
+        "the answered calls",
+        &format!(
+            "document.querySelectorAll('#calls tbody tr').length === {CALLS} && \
+             [...document.querySelectorAll('#calls tbody tr')].every(r => r.cells[2].textContent === '15551234')"
+        ),
+    );
+    b.eval(
+        "document.querySelector('#c-status').value = ''; \
+         document.querySelector('#c-callee').value = '999'; \
+         document.querySelector('#c-apply').click(); true",
+    );
+    b.wait_for(
+        "the failed call",
+        "document.querySelectorAll('#calls tbody tr').length === 1 && \
+         document.querySelector('#calls tbody tr td:nth-child(8)').textContent === 'dead'",
+    );
+    b.eval("document.querySelector('#calls tbody tr button.attempts').click(); true");
+    b.wait_for(
+        "the attempts",
+        "document.querySelector('#call-details').textContent.includes('\"outcome\": \"no_response\"')",
+    );
+    let calls = b.screenshot("admin-ui-calls.png");
+
     b.call("Runtime.evaluate", serde_json::json!({ "expression": "1" }));
     // The failed DELETE (401) is logged by the browser as a failed resource load; every other
     // error (exceptions, console.error, other failed loads) fails the test.
@@ -1076,7 +1175,397 @@ fn the_web_page_in_headless_chromium() {
     assert!(errors.is_empty(), "console errors: {errors:#?}");
     assert!(std::fs::metadata(&shot).unwrap().len() > 1000);
     assert!(std::fs::metadata(&analysis).unwrap().len() > 1000);
+    assert!(std::fs::metadata(&gateways).unwrap().len() > 1000);
+    assert!(std::fs::metadata(&calls).unwrap().len() > 1000);
     drop(b);
     let (code, _, err, _) = server.terminate(Duration::from_secs(10));
     assert_eq!(code, Some(0), "{err}");
+}
+
+/// A free UDP port on loopback (bound then released: sipp binds it right after, or nothing
+/// does and it stays a dead port).
+fn free_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct KillOnDrop(std::process::Child);
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// One INVITE from `sock` (a trusted peer) for `number`; waits for the final response (ACKs it
+/// when it is a failure) and returns its status.
+fn call_once(sock: &UdpSocket, server: SocketAddr, number: &str, n: u32) -> u16 {
+    let me = sock.local_addr().unwrap();
+    let call_id = format!("admin-fail-{n}-{}@test", me.port());
+    let branch = format!("z9hG4bK-fail-{n}");
+    let head = |method: &str, cseq: &str, to: &str| {
+        format!(
+            "{method} sip:{number}@{server} SIP/2.0\r\n\
+             Via: SIP/2.0/UDP {me};branch={branch};rport\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:7000@{me}>;tag=fail{n}\r\n\
+             To: {to}\r\n\
+             Call-ID: {call_id}\r\n\
+             CSeq: {cseq}\r\n\
+             Contact: <sip:7000@{me}>\r\n\
+             Content-Length: 0\r\n\r\n"
+        )
+    };
+    let to = format!("<sip:{number}@{server}>");
+    sock.send_to(head("INVITE", "1 INVITE", &to).as_bytes(), server)
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let resp = recv_text(sock, left).expect("a final response to the INVITE");
+        let status = status_of(&resp).expect("a status");
+        if status >= 200 {
+            let to_hdr = resp
+                .split("\r\n")
+                .find_map(|l| l.strip_prefix("To: ").or_else(|| l.strip_prefix("t: ")))
+                .unwrap_or(&to)
+                .to_string();
+            if status >= 300 {
+                sock.send_to(head("ACK", "1 ACK", &to_hdr).as_bytes(), server)
+                    .unwrap();
+            }
+            return status;
+        }
+    }
+}
+
+/// sipp calls through a gateway, failed calls to a dead one: /api/v1/gateways, /api/v1/calls
+/// with its filters and paging, `sipshard ctl gateways` / `calls`, and the call counters of
+/// /metrics moving with the traffic (strict text-format parse).
+#[test]
+fn gateways_recent_calls_and_call_metrics() {
+    if !have_sipp() {
+        return;
+    }
+    const CALLS: usize = 20;
+    let dir = TempDir::new("admin-calls");
+    let uas_port = free_port();
+    let dead_port = free_port();
+    let uas = std::process::Command::new("sipp")
+        .current_dir(&dir.0)
+        .args(["-sn", "uas", "-i", "127.0.0.1", "-p", &uas_port.to_string()])
+        .args(["-m", &CALLS.to_string(), "-timeout", "60s", "-nostdin"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run sipp uas");
+    let _uas = KillOnDrop(uas);
+    let cdr = dir.0.join("cdr").join("calls.csv");
+    let cfg = dir.write(
+        "sipshard.toml",
+        &format!(
+            "[sip]\ntimeout_invite = 1\n\
+             [routing]\ngateway_down_after = 2\ngateway_probe_interval = 3600\n\
+             [cdr]\npath = \"{}\"\n\
+             [admin]\ntoken = \"{TOKEN}\"\nrecent_calls = 1000\n\
+             [[gateways]]\nname = \"uas\"\naddress = \"127.0.0.1:{uas_port}\"\n\
+             [[gateways]]\nname = \"dead\"\naddress = \"127.0.0.1:{dead_port}\"\n\
+             [[routes]]\nprefix = \"\"\ngateways = [\"uas\"]\n\
+             [[routes]]\nprefix = \"999\"\ngateways = [\"dead\"]\n\
+             [[peers]]\nname = \"uac\"\naddress = \"127.0.0.1\"\n",
+            cdr.display()
+        ),
+    );
+    let server = start_server(2, &["--config", &cfg]);
+    let admin = server.admin.expect("admin address line");
+    let before = parse_prometheus(&http(admin, "GET", "/metrics", None).text());
+    assert_eq!(before["sipshard_calls_total"], 0.0);
+    assert_eq!(before["sipshard_gateway_up{gateway=\"dead\"}"], 1.0);
+    let none = get(admin, "/api/v1/calls");
+    assert_eq!(
+        (none["total"].as_u64(), none["capacity"].as_u64()),
+        (Some(0), Some(1000))
+    );
+
+    let out = std::process::Command::new("sipp")
+        .current_dir(&dir.0)
+        .args(["-sn", "uac", &server.addr.to_string(), "-i", "127.0.0.1"])
+        .args(["-s", "15551234", "-m", &CALLS.to_string(), "-r", "10"])
+        .args(["-timeout", "60s", "-timeout_error", "-nostdin"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run sipp uac");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "sipp uac failed: {}",
+        stdout.lines().rev().take(30).collect::<Vec<_>>().join("\n")
+    );
+
+    // Gateways: uas up with every attempt answered; dead untouched so far.
+    let gws = get(admin, "/api/v1/gateways");
+    let gw = |v: &Value, name: &str| {
+        v["gateways"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["name"] == name)
+            .unwrap_or_else(|| panic!("no gateway {name}: {v}"))
+            .clone()
+    };
+    let u = gw(&gws, "uas");
+    assert_eq!(u["state"], "up", "{u}");
+    assert_eq!(u["address"], format!("127.0.0.1:{uas_port}"));
+    assert_eq!(u["attempts"], CALLS, "{u}");
+    assert_eq!(u["answered"], CALLS, "{u}");
+    assert_eq!(u["failures_total"], 0, "{u}");
+    assert_eq!(u["active_calls"], 0, "{u}");
+    assert_eq!(gw(&gws, "dead")["attempts"], 0);
+
+    // Recent calls: all 20, once the writer has taken them.
+    wait_until("20 calls in the ring", Duration::from_secs(10), || {
+        get(admin, "/api/v1/calls")["total"] == CALLS
+    });
+    let all = get(admin, "/api/v1/calls?limit=1000");
+    let rows = all["rows"].as_array().unwrap().clone();
+    assert_eq!(rows.len(), CALLS);
+    assert_eq!(all["held"], CALLS);
+    let r0 = &rows[0];
+    assert_eq!(r0["caller"], "sipp", "{r0}");
+    assert_eq!(r0["callee"], "15551234");
+    assert_eq!(r0["caller_identity"], "peer:uac");
+    assert_eq!(r0["final_status"], 200);
+    assert_eq!(r0["end_reason"], "caller_hangup");
+    assert_eq!(r0["gateway"], "uas");
+    assert!(r0["answer"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(r0["attempts"][0]["target"], "uas");
+    assert_eq!(r0["attempts"][0]["outcome"], "answered");
+    assert_eq!(
+        r0["attempts"][0]["destination"],
+        format!("127.0.0.1:{uas_port}")
+    );
+    let ids: Vec<String> = rows
+        .iter()
+        .map(|r| r["call_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        ids.iter().collect::<BTreeSet<_>>().len(),
+        CALLS,
+        "distinct calls"
+    );
+    // Newest first: the reverse of the order the writer wrote them to the file.
+    wait_until("20 rows in the CDR file", Duration::from_secs(10), || {
+        std::fs::read_to_string(&cdr).is_ok_and(|t| t.lines().count() == CALLS + 1)
+    });
+    let file_ids: Vec<String> = std::fs::read_to_string(&cdr)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap().to_string())
+        .collect();
+    let mut newest_first = file_ids.clone();
+    newest_first.reverse();
+    assert_eq!(ids, newest_first, "newest first");
+    // Paging: pages of 7 put together are the whole list.
+    let mut paged = Vec::new();
+    for offset in (0..CALLS).step_by(7) {
+        let p = get(admin, &format!("/api/v1/calls?offset={offset}&limit=7"));
+        assert_eq!(p["total"], CALLS);
+        for r in p["rows"].as_array().unwrap() {
+            paged.push(r["call_id"].as_str().unwrap().to_string());
+        }
+    }
+    assert_eq!(paged, ids);
+    // Filters.
+    let total = |q: &str| {
+        get(admin, &format!("/api/v1/calls?{q}"))["total"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(total("status=200"), CALLS as u64);
+    assert_eq!(total("status=2xx"), CALLS as u64);
+    assert_eq!(total("status=4xx"), 0);
+    assert_eq!(total("caller=SIPP"), CALLS as u64);
+    assert_eq!(total("callee=5551"), CALLS as u64);
+    assert_eq!(total("callee=999"), 0);
+    assert_eq!(total("reason=caller_hangup"), CALLS as u64);
+    assert_eq!(total("reason=no_answer"), 0);
+    assert_eq!(total("gateway=uas"), CALLS as u64);
+    assert_eq!(total("gateway=dead"), 0);
+    let starts: Vec<u64> = rows
+        .iter()
+        .map(|r| r["start_unix_ms"].as_u64().unwrap())
+        .collect();
+    let (first, last) = (*starts.iter().min().unwrap(), *starts.iter().max().unwrap());
+    assert_eq!(total(&format!("since={first}")), CALLS as u64);
+    assert_eq!(total(&format!("since={}", last + 1)), 0);
+    let iso = rows.iter().find(|r| r["start_unix_ms"] == first).unwrap()["start"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(total(&format!("since={iso}")), CALLS as u64);
+    let one = get(
+        admin,
+        "/api/v1/calls?caller=sipp&status=200&limit=1&offset=5",
+    );
+    assert_eq!(one["rows"].as_array().unwrap().len(), 1);
+    assert_eq!(one["rows"][0]["call_id"], ids[5]);
+    for bad in [
+        "status=abc",
+        "since=yesterday",
+        "limit=0",
+        "limit=1001",
+        "offset=1001",
+        "offset=x",
+    ] {
+        let r = http(admin, "GET", &format!("/api/v1/calls?{bad}"), None);
+        assert_eq!(r.status, 400, "{bad}: {}", r.text());
+    }
+
+    // A dead gateway: two calls fail (no response within timeout_invite = 1 s) and mark it
+    // down; the third skips it.
+    let caller = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for n in 0..2 {
+        let s = call_once(&caller, server.addr, &format!("99900{n}"), n);
+        assert!(s >= 400, "a failure, got {s}");
+    }
+    wait_until(
+        "the dead gateway marked down",
+        Duration::from_secs(10),
+        || gw(&get(admin, "/api/v1/gateways"), "dead")["state"] == "down",
+    );
+    let s = call_once(&caller, server.addr, "999002", 2);
+    assert!(s >= 400, "a failure, got {s}");
+    let d = gw(&get(admin, "/api/v1/gateways"), "dead");
+    assert_eq!(d["failures"]["no_response"], 2, "{d}");
+    assert_eq!(d["failures_total"], 2, "{d}");
+    assert_eq!(d["attempts"], 2, "{d}");
+    assert_eq!(d["answered"], 0, "{d}");
+    assert_eq!(d["marked_down"], 1, "{d}");
+    assert_eq!(d["skipped"]["down"], 1, "{d}");
+    assert_eq!(gw(&get(admin, "/api/v1/gateways"), "uas")["state"], "up");
+    wait_until("23 calls in the ring", Duration::from_secs(10), || {
+        get(admin, "/api/v1/calls")["total"] == CALLS + 3
+    });
+    assert_eq!(total("callee=999"), 3);
+    assert_eq!(
+        total("gateway=dead"),
+        2,
+        "the skipped call made no attempt there"
+    );
+    assert_eq!(total("status=200"), CALLS as u64);
+    let failed = get(admin, "/api/v1/calls?callee=999&limit=1");
+    let f = &failed["rows"][0];
+    assert_eq!(f["callee"], "999002", "newest first: {f}");
+    assert!(f["final_status"].as_u64().unwrap() >= 400, "{f}");
+    assert_eq!(f["answer"], Value::Null);
+    let f1 = get(admin, "/api/v1/calls?callee=999001")["rows"][0].clone();
+    assert_eq!(f1["attempts"][0]["outcome"], "no_response", "{f1}");
+    assert_eq!(f1["attempts"][0]["target"], "dead");
+    let reason = f1["end_reason"].as_str().unwrap().to_string();
+    assert_eq!(total(&format!("reason={reason}&callee=999")), 3, "{f1}");
+
+    // /metrics: the call counters moved with the traffic.
+    let after = parse_prometheus(&http(admin, "GET", "/metrics", None).text());
+    let d = |k: &str| {
+        after.get(k).unwrap_or_else(|| panic!("{k} missing"))
+            - before.get(k).copied().unwrap_or(0.0)
+    };
+    assert_eq!(d("sipshard_calls_total"), (CALLS + 3) as f64);
+    assert_eq!(d("sipshard_calls_answered_total"), CALLS as f64);
+    assert_eq!(d("sipshard_calls_failed_total"), 3.0);
+    assert_eq!(d("sipshard_failovers_total{cause=\"no_response\"}"), 2.0);
+    assert_eq!(d("sipshard_failovers_total{cause=\"gateway_down\"}"), 1.0);
+    assert_eq!(
+        d("sipshard_failovers_total{cause=\"failover_status\"}"),
+        0.0
+    );
+    assert_eq!(d("sipshard_ringing_timeouts_total"), 0.0);
+    assert_eq!(after["sipshard_gateway_up{gateway=\"uas\"}"], 1.0);
+    assert_eq!(after["sipshard_gateway_up{gateway=\"dead\"}"], 0.0);
+    assert_eq!(
+        d("sipshard_gateway_attempts_total{gateway=\"uas\"}"),
+        CALLS as f64
+    );
+    assert_eq!(
+        d("sipshard_gateway_answered_total{gateway=\"uas\"}"),
+        CALLS as f64
+    );
+    assert_eq!(
+        d("sipshard_gateway_failures_total{gateway=\"dead\",cause=\"no_response\"}"),
+        2.0
+    );
+    assert_eq!(
+        d("sipshard_gateway_skipped_total{gateway=\"dead\",reason=\"down\"}"),
+        1.0
+    );
+    assert_eq!(
+        d("sipshard_gateway_marked_down_total{gateway=\"dead\"}"),
+        1.0
+    );
+    assert_eq!(after["sipshard_recent_calls"], (CALLS + 3) as f64);
+    assert_eq!(d("sipshard_cdr_refused_total"), 0.0);
+    assert_eq!(d("sipshard_cdr_lost_total"), 0.0);
+    wait_until("23 CDRs written", Duration::from_secs(10), || {
+        parse_prometheus(&http(admin, "GET", "/metrics", None).text())["sipshard_cdr_written_total"]
+            == (CALLS + 3) as f64
+    });
+
+    // sipshard ctl gateways / calls.
+    let bin = env!("CARGO_BIN_EXE_sipshard");
+    let ctl = |args: &[&str]| {
+        let a = admin.to_string();
+        let mut all = vec!["ctl", "--admin", &a];
+        all.extend_from_slice(args);
+        let out = Command::new(bin)
+            .args(&all)
+            .env_remove("SIPSHARD_ADMIN_TOKEN")
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let g = ctl(&["gateways"]);
+    let uas_line = g.lines().find(|l| l.starts_with("uas ")).expect("uas row");
+    let cols: Vec<&str> = uas_line.split_whitespace().collect();
+    assert_eq!(&cols[2..6], ["up", "0", "20", "20"], "{g}");
+    let dead_line = g
+        .lines()
+        .find(|l| l.starts_with("dead "))
+        .expect("dead row");
+    assert_eq!(dead_line.split_whitespace().nth(2), Some("down"), "{g}");
+    let c = ctl(&["calls", "--callee", "999", "--limit", "2"]);
+    assert!(
+        c.contains("(2 shown, rows 0..2 of 3 matching; 23 held)"),
+        "{c}"
+    );
+    assert!(c.lines().nth(1).unwrap().contains("999002"), "{c}");
+    let c = ctl(&[
+        "calls",
+        "--status",
+        "200",
+        "--gateway",
+        "uas",
+        "--offset",
+        "18",
+    ]);
+    assert!(
+        c.contains("(2 shown, rows 18..20 of 20 matching; 23 held)"),
+        "{c}"
+    );
+
+    let (code, lines, err, _) = server.terminate(Duration::from_secs(10));
+    assert_eq!(code, Some(0), "{err}");
+    let t = totals(&lines);
+    assert_eq!(t["cdr_written"], (CALLS + 3) as u64, "{t:?}");
 }

@@ -1,6 +1,7 @@
 //! `sipshard ctl`: the management API from a shell (a plain blocking HTTP/1.1 client on std).
 //!
-//! Owns: the ctl commands (list, show, unregister, export, status, trunks, reregister), their
+//! Owns: the ctl commands (list, show, unregister, export, status, trunks, reregister, gateways,
+//! calls), their
 //! requests and how answers are printed.
 //! Must not: know anything of the server's insides: it only speaks the HTTP API.
 
@@ -184,6 +185,13 @@ pub enum Action {
     Status,
     Trunks,
     Reregister(String),
+    Gateways,
+    /// Recent calls from the CDR ring: (filter name, value) pairs as in the API, paging.
+    Calls {
+        filters: Vec<(&'static str, String)>,
+        offset: usize,
+        limit: usize,
+    },
 }
 
 fn s(v: &Value) -> String {
@@ -350,6 +358,90 @@ fn run_inner(t: &Target, action: &Action, out: &mut dyn Write) -> Outcome {
                     s(&row["last_error"])
                 )?;
             }
+            Ok(Ok(()))
+        }
+        Action::Gateways => {
+            let r = request(t, "GET", "/api/v1/gateways")?;
+            if r.status != 200 {
+                return refused(r);
+            }
+            let v = r.json()?;
+            writeln!(
+                out,
+                "{:<16} {:<22} {:<5} {:>6} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8}",
+                "NAME",
+                "ADDRESS",
+                "STATE",
+                "ACTIVE",
+                "ATTEMPTS",
+                "ANSWERED",
+                "FAILURES",
+                "REJECTED",
+                "SKIPPED",
+                "PROBES"
+            )?;
+            for g in v["gateways"].as_array().into_iter().flatten() {
+                let skipped = g["skipped"]["down"].as_u64().unwrap_or(0)
+                    + g["skipped"]["full"].as_u64().unwrap_or(0);
+                writeln!(
+                    out,
+                    "{:<16} {:<22} {:<5} {:>6} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8}",
+                    s(&g["name"]),
+                    s(&g["address"]),
+                    s(&g["state"]),
+                    s(&g["active_calls"]),
+                    s(&g["attempts"]),
+                    s(&g["answered"]),
+                    s(&g["failures_total"]),
+                    s(&g["rejected"]),
+                    skipped,
+                    s(&g["probes_sent"])
+                )?;
+            }
+            Ok(Ok(()))
+        }
+        Action::Calls {
+            filters,
+            offset,
+            limit,
+        } => {
+            let mut q = format!("offset={offset}&limit={limit}");
+            for (k, v) in filters {
+                q.push_str(&format!("&{k}={}", encode(v)));
+            }
+            let r = request(t, "GET", &format!("/api/v1/calls?{q}"))?;
+            if r.status != 200 {
+                return refused(r);
+            }
+            let v = r.json()?;
+            writeln!(
+                out,
+                "{:<24} {:<16} {:<16} {:>6} {:<20} {:<12} {:>9} CALL-ID",
+                "START", "CALLER", "CALLEE", "STATUS", "END REASON", "GATEWAY", "TALK MS"
+            )?;
+            for c in v["rows"].as_array().into_iter().flatten() {
+                writeln!(
+                    out,
+                    "{:<24} {:<16} {:<16} {:>6} {:<20} {:<12} {:>9} {}",
+                    s(&c["start"]),
+                    s(&c["caller"]),
+                    s(&c["callee"]),
+                    s(&c["final_status"]),
+                    s(&c["end_reason"]),
+                    s(&c["gateway"]),
+                    s(&c["duration_ms"]),
+                    s(&c["call_id"])
+                )?;
+            }
+            let shown = v["rows"].as_array().map_or(0, Vec::len);
+            writeln!(
+                out,
+                "({shown} shown, rows {}..{} of {} matching; {} held)",
+                offset,
+                offset + shown,
+                s(&v["total"]),
+                s(&v["held"])
+            )?;
             Ok(Ok(()))
         }
         Action::Reregister(name) => {

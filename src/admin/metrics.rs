@@ -7,7 +7,8 @@
 
 use std::fmt::Write;
 
-use crate::dispatch::TrunkRow;
+use crate::cdr::writer::WriterReport;
+use crate::dispatch::{GatewayStat, TrunkRow};
 use crate::registrar::core::RegistrarCounters;
 use crate::registrar::guard::FailReason;
 use crate::shard::{BusySnapshot, ShardStats, BUSY_BOUNDS_US};
@@ -24,6 +25,12 @@ pub struct Snapshot<'a> {
     pub mailbox_depths: &'a [usize],
     /// Loop busy-time histogram summed over shards.
     pub busy: BusySnapshot,
+    /// Every gateway, counters summed over shards, `up` from its health owner.
+    pub gateways: &'a [GatewayStat],
+    /// The CDR writer's counts so far (None: CDRs are off).
+    pub cdr: Option<WriterReport>,
+    /// CDRs held in the recent-calls ring.
+    pub recent_calls: Option<usize>,
 }
 
 /// Core counters that are levels, not running totals.
@@ -58,11 +65,21 @@ impl Out {
         let _ = writeln!(self.0, "{name} {v}");
     }
     fn labeled(&mut self, name: &str, label: &str, value: &str, v: u64) {
-        let value = value
-            .replace('\\', "\\\\")
-            .replace('"', "\\\"")
-            .replace('\n', "\\n");
-        let _ = writeln!(self.0, "{name}{{{label}=\"{value}\"}} {v}");
+        self.labels(name, &[(label, value)], v);
+    }
+    fn labels(&mut self, name: &str, labels: &[(&str, &str)], v: u64) {
+        let mut set = String::new();
+        for (i, (label, value)) in labels.iter().enumerate() {
+            let value = value
+                .replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n");
+            if i > 0 {
+                set.push(',');
+            }
+            let _ = write!(set, "{label}=\"{value}\"");
+        }
+        let _ = writeln!(self.0, "{name}{{{set}}} {v}");
     }
 }
 
@@ -245,6 +262,62 @@ pub fn render(s: &Snapshot) -> String {
             );
         }
     }
+    if !s.core.is_empty() && s.core.iter().any(|(k, _)| *k == "calls") {
+        for (name, help, key) in [
+            (
+                "sipshard_calls_total",
+                "Initial INVITEs taken on as calls (authorised and routed or refused).",
+                "calls",
+            ),
+            (
+                "sipshard_calls_answered_total",
+                "Calls answered (a 2xx went to the caller).",
+                "calls_answered",
+            ),
+            (
+                "sipshard_calls_failed_total",
+                "Calls that ended without an answer (final failure to the caller).",
+                "calls_failed",
+            ),
+            (
+                "sipshard_calls_ended_total",
+                "Calls whose state was released (answered and hung up, or failed).",
+                "calls_ended",
+            ),
+        ] {
+            o.one(name, "counter", help, core(key));
+        }
+    }
+    calls_by_gateway(&mut o, s.gateways);
+    if let Some(c) = s.cdr {
+        for (name, help, v) in [
+            (
+                "sipshard_cdr_written_total",
+                "CDR rows written to the file.",
+                c.written,
+            ),
+            (
+                "sipshard_cdr_refused_total",
+                "CDRs the shards could not queue for the writer (queue full or writer stopped).",
+                c.refused,
+            ),
+            (
+                "sipshard_cdr_lost_total",
+                "CDRs taken off the queue but not written (file errors).",
+                c.lost,
+            ),
+        ] {
+            o.one(name, "counter", help, v);
+        }
+    }
+    if let Some(n) = s.recent_calls {
+        o.one(
+            "sipshard_recent_calls",
+            "gauge",
+            "CDRs held in memory for /api/v1/calls.",
+            n as u64,
+        );
+    }
     if s.registrar.is_some() || !s.trunks.is_empty() {
         o.head(
             "sipshard_trunk_registrations",
@@ -257,6 +330,127 @@ pub fn render(s: &Snapshot) -> String {
         }
     }
     o.0
+}
+
+/// Failovers by cause, ringing timeouts, and each gateway's health and counters.
+fn calls_by_gateway(o: &mut Out, gws: &[GatewayStat]) {
+    if gws.is_empty() {
+        return;
+    }
+    let sum = |f: fn(&GatewayStat) -> u64| gws.iter().map(f).sum::<u64>();
+    o.head(
+        "sipshard_failovers_total",
+        "counter",
+        "Gateway attempts that failed over (the call moves on to the route's next gateway, if \
+         any) by cause, and gateways skipped (down, at max_calls).",
+    );
+    for (cause, v) in [
+        ("no_response", sum(|g| g.counters.fail_no_response)),
+        ("trying_timeout", sum(|g| g.counters.fail_trying_timeout)),
+        ("failover_status", sum(|g| g.counters.fail_status)),
+        ("gateway_down", sum(|g| g.counters.skipped_down)),
+        ("gateway_full", sum(|g| g.counters.skipped_full)),
+    ] {
+        o.labeled("sipshard_failovers_total", "cause", cause, v);
+    }
+    o.one(
+        "sipshard_ringing_timeouts_total",
+        "counter",
+        "Gateway attempts CANCELed after 180/183 and no answer within SS_SIP_TIMEOUT_RINGING.",
+        sum(|g| g.counters.ringing_timeout),
+    );
+    type Col = fn(&GatewayStat) -> u64;
+    let per_gateway: [(&str, &str, &str, Col); 9] = [
+        (
+            "sipshard_gateway_up",
+            "gauge",
+            "1 while the gateway is up (its health owner's view), 0 while down.",
+            |g| u64::from(g.up),
+        ),
+        (
+            "sipshard_gateway_active_calls",
+            "gauge",
+            "Calls in progress through the gateway.",
+            |g| u64::from(g.active_calls),
+        ),
+        (
+            "sipshard_gateway_attempts_total",
+            "counter",
+            "INVITEs sent to the gateway (one per attempt).",
+            |g| g.counters.attempts,
+        ),
+        (
+            "sipshard_gateway_answered_total",
+            "counter",
+            "Attempts the gateway answered with a 2xx.",
+            |g| g.counters.answered,
+        ),
+        (
+            "sipshard_gateway_rejected_total",
+            "counter",
+            "Final statuses from the gateway that are not failed over (sent back to the caller).",
+            |g| g.counters.rejected,
+        ),
+        (
+            "sipshard_gateway_ringing_timeouts_total",
+            "counter",
+            "Attempts CANCELed after ringing without an answer.",
+            |g| g.counters.ringing_timeout,
+        ),
+        (
+            "sipshard_gateway_marked_down_total",
+            "counter",
+            "Times the gateway was marked down (gateway_down_after failures in a row).",
+            |g| g.counters.marked_down,
+        ),
+        (
+            "sipshard_gateway_marked_up_total",
+            "counter",
+            "Times the gateway was marked up again (a probe was answered).",
+            |g| g.counters.marked_up,
+        ),
+        (
+            "sipshard_gateway_probes_total",
+            "counter",
+            "OPTIONS probes sent to the gateway while it was down.",
+            |g| g.counters.probes_sent,
+        ),
+    ];
+    for (name, kind, help, col) in per_gateway {
+        o.head(name, kind, help);
+        for g in gws {
+            o.labeled(name, "gateway", &g.name, col(g));
+        }
+    }
+    let name = "sipshard_gateway_failures_total";
+    o.head(
+        name,
+        "counter",
+        "Failed attempts through the gateway, by cause (each counts against its health).",
+    );
+    for g in gws {
+        for (cause, v) in [
+            ("no_response", g.counters.fail_no_response),
+            ("trying_timeout", g.counters.fail_trying_timeout),
+            ("failover_status", g.counters.fail_status),
+        ] {
+            o.labels(name, &[("gateway", &g.name), ("cause", cause)], v);
+        }
+    }
+    let name = "sipshard_gateway_skipped_total";
+    o.head(
+        name,
+        "counter",
+        "Calls that skipped the gateway, by reason (down, full: at max_calls).",
+    );
+    for g in gws {
+        for (reason, v) in [
+            ("down", g.counters.skipped_down),
+            ("full", g.counters.skipped_full),
+        ] {
+            o.labels(name, &[("gateway", &g.name), ("reason", reason)], v);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -300,6 +494,9 @@ mod tests {
                 sum_ns: 1_500_000_000,
                 count: 4,
             },
+            gateways: &[],
+            cdr: None,
+            recent_calls: None,
         });
         assert!(
             text.contains("sipshard_loop_busy_seconds_bucket{le=\"0.000005\"} 2\n"),
@@ -320,5 +517,81 @@ mod tests {
         assert!(text.contains("\nsipshard_transactions_live 2\n"));
         assert!(text.contains("\nsipshard_core_tx_created_client_total 7\n"));
         assert!(text.contains("sipshard_trunk_registrations{state=\"registered\"} 0\n"));
+    }
+
+    #[test]
+    fn gateways_calls_and_cdr_counts() {
+        use crate::dispatch::GatewayCounters;
+        let gw = |name: &str, up: bool, c: GatewayCounters| GatewayStat {
+            name: name.into(),
+            address: "127.0.0.1:5070".parse().unwrap(),
+            up,
+            health_owner: true,
+            active_calls: 2,
+            counters: c,
+        };
+        let gws = [
+            gw(
+                "a",
+                true,
+                GatewayCounters {
+                    attempts: 5,
+                    answered: 4,
+                    fail_status: 1,
+                    ..Default::default()
+                },
+            ),
+            gw(
+                "b\"x",
+                false,
+                GatewayCounters {
+                    attempts: 3,
+                    fail_no_response: 3,
+                    skipped_down: 7,
+                    marked_down: 1,
+                    ..Default::default()
+                },
+            ),
+        ];
+        let core = [("calls", 12), ("calls_answered", 4), ("calls_failed", 8)];
+        let text = render(&Snapshot {
+            shards: &[],
+            core: &core,
+            registrar: None,
+            trunks: &[],
+            mailbox_depths: &[],
+            busy: BusySnapshot::default(),
+            gateways: &gws,
+            cdr: Some(WriterReport {
+                written: 11,
+                refused: 1,
+                lost: 0,
+                rotations: 0,
+            }),
+            recent_calls: Some(11),
+        });
+        for line in [
+            "sipshard_calls_total 12",
+            "sipshard_calls_answered_total 4",
+            "sipshard_calls_failed_total 8",
+            "sipshard_failovers_total{cause=\"no_response\"} 3",
+            "sipshard_failovers_total{cause=\"failover_status\"} 1",
+            "sipshard_failovers_total{cause=\"gateway_down\"} 7",
+            "sipshard_ringing_timeouts_total 0",
+            "sipshard_gateway_up{gateway=\"a\"} 1",
+            "sipshard_gateway_up{gateway=\"b\\\"x\"} 0",
+            "sipshard_gateway_attempts_total{gateway=\"a\"} 5",
+            "sipshard_gateway_answered_total{gateway=\"a\"} 4",
+            "sipshard_gateway_active_calls{gateway=\"a\"} 2",
+            "sipshard_gateway_failures_total{gateway=\"b\\\"x\",cause=\"no_response\"} 3",
+            "sipshard_gateway_skipped_total{gateway=\"b\\\"x\",reason=\"down\"} 7",
+            "sipshard_gateway_marked_down_total{gateway=\"b\\\"x\"} 1",
+            "sipshard_cdr_written_total 11",
+            "sipshard_cdr_refused_total 1",
+            "sipshard_cdr_lost_total 0",
+            "sipshard_recent_calls 11",
+        ] {
+            assert!(text.contains(&format!("\n{line}\n")), "{line} in\n{text}");
+        }
     }
 }

@@ -9,6 +9,7 @@
 //! busy admin side never blocks a shard. Big answers (the CSV export) are streamed a slice at a
 //! time, never held whole.
 
+pub mod calls;
 pub mod ctl;
 pub mod http;
 pub mod metrics;
@@ -21,8 +22,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
+use crate::cdr::writer::CdrMonitor;
 use crate::config::{mask_ip, AdminConfig};
-use crate::dispatch::{OwnedBindingRow, OwnedListFilter, ShardId, TrunkRow};
+use crate::dispatch::{GatewayStat, OwnedBindingRow, OwnedListFilter, ShardId, TrunkRow};
 use crate::registrar::core::{IpFilter, Status};
 use crate::registrar::RemovalReason;
 use crate::server::{AdminClient, QueryError, RegistrarClient};
@@ -46,6 +48,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/analysis/failed"),
     ("GET", "/api/v1/trunks"),
     ("POST", "/api/v1/trunks/{name}/reregister"),
+    ("GET", "/api/v1/gateways"),
+    ("GET", "/api/v1/calls"),
     ("GET", "/api/v1/openapi.json"),
     ("GET", "/metrics"),
 ];
@@ -81,6 +85,8 @@ pub struct AdminContext {
     pub control: Control,
     pub clock: Clock,
     pub shards: usize,
+    /// The CDR writer's counts and recent-calls ring (None: CDRs are off).
+    pub cdr: Option<CdrMonitor>,
 }
 
 /// The running admin server.
@@ -318,6 +324,32 @@ fn csv_row(out: &mut String, w: WallClock, r: &OwnedBindingRow) {
     out.push_str("\r\n");
 }
 
+/// One gateway (counters already summed over shards) as JSON.
+pub fn gateway_json(g: &GatewayStat) -> Value {
+    let c = &g.counters;
+    json!({
+        "name": g.name,
+        "address": g.address.to_string(),
+        "up": g.up,
+        "state": if g.up { "up" } else { "down" },
+        "active_calls": g.active_calls,
+        "attempts": c.attempts,
+        "answered": c.answered,
+        "failures": {
+            "no_response": c.fail_no_response,
+            "trying_timeout": c.fail_trying_timeout,
+            "failover_status": c.fail_status,
+        },
+        "failures_total": c.fail_no_response + c.fail_trying_timeout + c.fail_status,
+        "ringing_timeout": c.ringing_timeout,
+        "rejected": c.rejected,
+        "skipped": { "down": c.skipped_down, "full": c.skipped_full },
+        "marked_down": c.marked_down,
+        "marked_up": c.marked_up,
+        "probes_sent": c.probes_sent,
+    })
+}
+
 /// Walks every shard's live bindings a slice at a time (shard 0..n, slot 0..).
 struct Walk {
     client: RegistrarClient,
@@ -522,6 +554,8 @@ impl Api {
             ("GET", ["api", "v1", "analysis", "failed"]) => self.failed(req),
             ("GET", ["api", "v1", "trunks"]) => self.trunks(),
             ("POST", ["api", "v1", "trunks", name, "reregister"]) => self.reregister(name),
+            ("GET", ["api", "v1", "gateways"]) => self.gateways(),
+            ("GET", ["api", "v1", "calls"]) => self.calls(req),
             (_, segs) => {
                 // Known path, other method → 405 with Allow; else 404.
                 let allowed: Vec<&str> = ROUTES
@@ -789,16 +823,79 @@ impl Api {
         }
     }
 
+    fn gateways(&self) -> Result<Response, Response> {
+        let a = self.admin()?;
+        let v = a.gateways().map_err(query_error)?;
+        let rows: Vec<Value> = v.iter().map(gateway_json).collect();
+        Ok(json_response(200, &json!({ "gateways": rows })))
+    }
+
+    fn calls(&self, req: &Request) -> Result<Response, Response> {
+        let filter = calls::CallFilter::from_params(|n| req.param(n)).map_err(|e| error(400, e))?;
+        let offset = parse_usize(req, "offset", 0)?;
+        let limit = parse_usize(req, "limit", DEFAULT_LIMIT)?;
+        if limit == 0 || limit > MAX_LIMIT {
+            return Err(error(400, format!("limit must be 1..={MAX_LIMIT}")));
+        }
+        let recent = self.ctx.cdr.as_ref().and_then(|c| c.recent());
+        if offset > recent.map_or(0, |r| r.capacity()) {
+            return Err(error(
+                400,
+                format!(
+                    "offset must be 0..={} (admin.recent_calls)",
+                    recent.map_or(0, |r| r.capacity())
+                ),
+            ));
+        }
+        let Some(recent) = recent else {
+            let why = if self.ctx.cdr.is_none() {
+                "CDRs are off ([cdr] enabled)"
+            } else {
+                "admin.recent_calls is 0"
+            };
+            return Ok(json_response(
+                200,
+                &json!({ "total": 0, "offset": offset, "limit": limit, "held": 0,
+                         "capacity": 0, "note": why, "rows": [] }),
+            ));
+        };
+        let wall = recent.wall();
+        let snap = recent.snapshot();
+        let mut total = 0usize;
+        let mut rows = Vec::new();
+        for r in &snap.newest_first {
+            if filter.matches(r, wall) {
+                if total >= offset && rows.len() < limit {
+                    rows.push(calls::call_json(r, wall));
+                }
+                total += 1;
+            }
+        }
+        Ok(json_response(
+            200,
+            &json!({
+                "total": total,
+                "offset": offset,
+                "limit": limit,
+                "held": snap.newest_first.len(),
+                "capacity": recent.capacity(),
+                "recorded": snap.pushed,
+                "rows": rows,
+            }),
+        ))
+    }
+
     fn metrics(&self) -> Result<Response, Response> {
         let stats = self.ctx.control.stats();
-        let (core, reg, trunks, depths) = match (&self.ctx.admin, &self.ctx.registrar) {
+        let (core, reg, trunks, depths, gateways) = match (&self.ctx.admin, &self.ctx.registrar) {
             (Some(a), Some(r)) => (
                 a.core_counters().map_err(query_error)?,
                 Some(r.counts().map_err(query_error)?),
                 a.trunks().map_err(query_error)?,
                 a.mailbox_depths(),
+                a.gateways().map_err(query_error)?,
             ),
-            _ => (Vec::new(), None, Vec::new(), Vec::new()),
+            _ => (Vec::new(), None, Vec::new(), Vec::new(), Vec::new()),
         };
         let text = metrics::render(&metrics::Snapshot {
             shards: &stats,
@@ -807,6 +904,14 @@ impl Api {
             trunks: &trunks,
             mailbox_depths: &depths,
             busy: self.ctx.control.busy(),
+            gateways: &gateways,
+            cdr: self.ctx.cdr.as_ref().map(CdrMonitor::counts),
+            recent_calls: self
+                .ctx
+                .cdr
+                .as_ref()
+                .and_then(CdrMonitor::recent)
+                .map(|r| r.len()),
         });
         Ok(Response::new(
             200,

@@ -2,12 +2,14 @@
 //!
 //! Owns: the record types (`CdrRecord`, its attempts, outcomes and end reasons) and `CdrSender`,
 //! the non-blocking hand-off from a shard to the CDR writer, and the CSV format ([`csv`]).
-//! [`writer`] is the exception: it is runtime (a thread that owns the files), used by `server`.
+//! [`writer`] is the exception: it is runtime (a thread that owns the files), used by `server`;
+//! so is [`recent`] (the ring of recent calls the writer fills for the admin thread).
 //! Must not (outside `writer`): block a shard (a full queue drops the record and says so), read a clock (times are
 //! the shard's monotonic `Millis`; the writer turns them into wall-clock times), or touch files
 //! (the writer, in the runtime, does that).
 
 pub mod csv;
+pub mod recent;
 pub mod writer;
 
 use std::net::SocketAddr;

@@ -5,7 +5,8 @@
 //! buffering and the periodic flush, rotation (rename to `NAME-YYYYMMDDTHHMMSSZ[-N].EXT`, then a new
 //! file), and the drain on shutdown: every record queued before [`CdrWriter::finish`] is written
 //! and flushed. Counts rows written, records lost to file errors, and (through the [`CdrSender`])
-//! records the shards could not queue.
+//! records the shards could not queue; and hands every record it takes off the queue to the
+//! [`RecentCalls`] ring when it has one (for the management API).
 //! Must not: be called from a shard's hot path (shards only `emit` into the queue), or decide what a
 //! row contains (that is [`super::csv`]).
 
@@ -20,6 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::{Receiver, Sender};
 
 use super::csv::{self, WallClock};
+use super::recent::RecentCalls;
 use super::{CdrRecord, CdrSender};
 use crate::config::CdrConfig;
 
@@ -86,27 +88,97 @@ pub struct CdrWriter {
     stop: Option<Sender<()>>,
     thread: Option<JoinHandle<WriterReport>>,
     written: Arc<AtomicU64>,
+    lost: Arc<AtomicU64>,
+    recent: Option<RecentCalls>,
+}
+
+/// A live view of a running writer's counts and its recent-calls ring, for the admin thread
+/// (relaxed atomic loads and the ring's own lock: never waits on the writer).
+#[derive(Clone, Debug)]
+pub struct CdrMonitor {
+    written: Arc<AtomicU64>,
+    lost: Arc<AtomicU64>,
+    refused: CdrSender,
+    recent: Option<RecentCalls>,
+}
+
+impl CdrMonitor {
+    /// Rows written so far, records the shards could not queue, records lost to file errors.
+    pub fn counts(&self) -> WriterReport {
+        WriterReport {
+            written: self.written.load(Ordering::Relaxed),
+            refused: self.refused.refused(),
+            lost: self.lost.load(Ordering::Relaxed),
+            rotations: 0,
+        }
+    }
+
+    /// The ring of recent calls (None: `admin.recent_calls` is 0).
+    pub fn recent(&self) -> Option<&RecentCalls> {
+        self.recent.as_ref()
+    }
+}
+
+/// Where the writer reports as it goes (besides its final [`WriterReport`]).
+#[derive(Clone, Copy)]
+pub struct Taps<'a> {
+    /// Rows written so far.
+    pub written: &'a AtomicU64,
+    /// Records lost to file errors so far.
+    pub lost: Option<&'a AtomicU64>,
+    /// Every record taken off the queue is pushed here (written or lost).
+    pub recent: Option<&'a RecentCalls>,
 }
 
 impl CdrWriter {
     /// Creates the queue and starts the writer thread. `wall` is the wall-clock time of the
     /// shards' `Millis` 0. The file is opened when the first record arrives.
     pub fn start(settings: WriterSettings, wall: WallClock) -> io::Result<CdrWriter> {
+        Self::start_with_recent(settings, wall, None)
+    }
+
+    /// As [`start`](CdrWriter::start), and every record taken off the queue also goes into
+    /// `recent` (the admin thread reads it through [`CdrWriter::monitor`]).
+    pub fn start_with_recent(
+        settings: WriterSettings,
+        wall: WallClock,
+        recent: Option<RecentCalls>,
+    ) -> io::Result<CdrWriter> {
         let (tx, rx) = crossbeam_channel::bounded(settings.queue_capacity.max(1));
         let sender = CdrSender::new(tx);
         let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
         let written = Arc::new(AtomicU64::new(0));
+        let lost = Arc::new(AtomicU64::new(0));
         let refused_from = sender.clone();
-        let w = written.clone();
+        let (w, l, r) = (written.clone(), lost.clone(), recent.clone());
         let thread = std::thread::Builder::new()
             .name("cdr-writer".into())
-            .spawn(move || run_writer(&settings, wall, &rx, &stop_rx, &refused_from, &w))?;
+            .spawn(move || {
+                let taps = Taps {
+                    written: &w,
+                    lost: Some(&l),
+                    recent: r.as_ref(),
+                };
+                run_writer_with(&settings, wall, &rx, &stop_rx, &refused_from, taps)
+            })?;
         Ok(CdrWriter {
             sender,
             stop: Some(stop_tx),
             thread: Some(thread),
             written,
+            lost,
+            recent,
         })
+    }
+
+    /// A live view of the counts and the recent-calls ring, for the admin thread.
+    pub fn monitor(&self) -> CdrMonitor {
+        CdrMonitor {
+            written: self.written.clone(),
+            lost: self.lost.clone(),
+            refused: self.sender.clone(),
+            recent: self.recent.clone(),
+        }
     }
 
     /// The shards' end of the queue (put it in `Shared.cdr`).
@@ -150,16 +222,33 @@ pub fn run_writer(
     refused: &CdrSender,
     written: &AtomicU64,
 ) -> WriterReport {
-    let mut out = Output::new(settings, wall, written);
+    let taps = Taps {
+        written,
+        lost: None,
+        recent: None,
+    };
+    run_writer_with(settings, wall, rx, stop, refused, taps)
+}
+
+/// As [`run_writer`], reporting through `taps` as it goes.
+pub fn run_writer_with(
+    settings: &WriterSettings,
+    wall: WallClock,
+    rx: &Receiver<CdrRecord>,
+    stop: &Receiver<()>,
+    refused: &CdrSender,
+    taps: Taps<'_>,
+) -> WriterReport {
+    let mut out = Output::new(settings, wall, taps);
     loop {
         let wait = out.next_wake().saturating_duration_since(Instant::now());
         crossbeam_channel::select! {
             recv(rx) -> r => match r {
                 Ok(r) => {
-                    out.write(&r);
+                    out.take(r);
                     // Take what else is queued now, up to a bound, before looking at timers.
                     for r in rx.try_iter().take(4096) {
-                        out.write(&r);
+                        out.take(r);
                     }
                 }
                 Err(_) => break,
@@ -170,7 +259,7 @@ pub fn run_writer(
         out.tick();
     }
     for r in rx.try_iter() {
-        out.write(&r);
+        out.take(r);
     }
     out.flush();
     let mut report = out.report;
@@ -192,13 +281,13 @@ struct Output<'a> {
     dirty_since: Option<Instant>,
     row: String,
     report: WriterReport,
-    written: &'a AtomicU64,
+    taps: Taps<'a>,
     /// The last open/write error was logged (log once per streak of failures).
     failing: bool,
 }
 
 impl<'a> Output<'a> {
-    fn new(settings: &'a WriterSettings, wall: WallClock, written: &'a AtomicU64) -> Self {
+    fn new(settings: &'a WriterSettings, wall: WallClock, taps: Taps<'a>) -> Self {
         Output {
             settings,
             wall,
@@ -209,7 +298,7 @@ impl<'a> Output<'a> {
             dirty_since: None,
             row: String::with_capacity(512),
             report: WriterReport::default(),
-            written,
+            taps,
             failing: false,
         }
     }
@@ -227,6 +316,14 @@ impl<'a> Output<'a> {
         flush.min(rotate)
     }
 
+    /// Writes `r`, then hands it to the recent-calls ring (if any).
+    fn take(&mut self, r: CdrRecord) {
+        self.write(&r);
+        if let Some(recent) = self.taps.recent {
+            recent.push(r);
+        }
+    }
+
     fn write(&mut self, r: &CdrRecord) {
         self.row.clear();
         csv::write_row(&mut self.row, r, &self.wall);
@@ -235,6 +332,9 @@ impl<'a> Output<'a> {
         }
         if let Err(e) = self.write_row() {
             self.report.lost += 1;
+            if let Some(l) = self.taps.lost {
+                l.store(self.report.lost, Ordering::Relaxed);
+            }
             if !self.failing {
                 tracing::error!(path = %self.settings.path.display(), error = %e,
                     "cannot write CDRs; records are being lost");
@@ -248,7 +348,9 @@ impl<'a> Output<'a> {
             self.failing = false;
         }
         self.report.written += 1;
-        self.written.store(self.report.written, Ordering::Relaxed);
+        self.taps
+            .written
+            .store(self.report.written, Ordering::Relaxed);
         if self.settings.rotate_bytes > 0 && self.size >= self.settings.rotate_bytes {
             self.rotate();
         }

@@ -1,4 +1,5 @@
-//! `[admin]`: the management HTTP server's settings (address, bearer token, trend sampling).
+//! `[admin]`: the management HTTP server's settings (address, bearer token, trend sampling,
+//! recent calls kept).
 //!
 //! Owns: [`AdminConfig`], its defaults, how each key is shown and applied, and the rule that a
 //! listener beyond loopback needs a token.
@@ -20,6 +21,8 @@ pub struct AdminConfig {
     pub token: String,
     /// Seconds between two samples of the registration count (the trend keeps >= 24 h).
     pub trend_interval_s: u32,
+    /// Most recent CDRs kept in memory for `/api/v1/calls` (0: none). Default 10000.
+    pub recent_calls: usize,
 }
 
 impl Default for AdminConfig {
@@ -29,6 +32,7 @@ impl Default for AdminConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             token: String::new(),
             trend_interval_s: 60,
+            recent_calls: 10_000,
         }
     }
 }
@@ -59,6 +63,7 @@ impl AdminConfig {
             "token" if self.token.is_empty() => String::new(),
             "token" => "(set)".to_string(),
             "trend_interval" => self.trend_interval_s.to_string(),
+            "recent_calls" => self.recent_calls.to_string(),
             _ => unreachable!("parameter admin.{key} has no value_text"),
         }
     }
@@ -70,6 +75,8 @@ impl AdminConfig {
             ("token", Val::Str(s)) => self.token = s,
             // Range checked by parse_value (1..=3600).
             ("trend_interval", Val::Int(n)) => self.trend_interval_s = n as u32,
+            // Range checked by parse_value (0..=100000).
+            ("recent_calls", Val::Int(n)) => self.recent_calls = n as usize,
             (k, v) => unreachable!("parameter admin.{k} cannot take {v:?}"),
         }
     }
@@ -82,9 +89,11 @@ mod tests {
     #[test]
     fn defaults_and_values() {
         let c = Config::from_toml_str(
-            "[admin]\nenabled = false\nlisten = \"127.0.0.1:0\"\ntoken = \"0123456789abcdef\"\ntrend_interval = 5\n",
+            "[admin]\nenabled = false\nlisten = \"127.0.0.1:0\"\ntoken = \"0123456789abcdef\"\ntrend_interval = 5\nrecent_calls = 0\n",
         )
         .unwrap();
+        assert_eq!(c.admin.recent_calls, 0);
+        assert_eq!(Config::default().admin.recent_calls, 10_000);
         assert!(!c.admin.enabled);
         assert_eq!(c.admin.listen.port(), 0);
         assert_eq!(c.admin.token, "0123456789abcdef");

@@ -524,6 +524,13 @@ pub static PARAMS: &[ParamInfo] = &[
         kind: int(1, 3600, "seconds"),
         meaning: "how often the registration count is sampled for the trend (kept >= 24 h)",
     },
+    ParamInfo {
+        section: Section::Admin,
+        key: "recent_calls",
+        vos_name: None,
+        kind: int(0, 100_000, "CDRs"),
+        meaning: "most recent CDRs kept in memory for /api/v1/calls (0: none; needs [cdr] on)",
+    },
 ];
 
 /// The row for `section` + `name`, where `name` is the snake_case key (exact) or the VOS3000

@@ -475,6 +475,7 @@ const INT_RANGES: &[(&str, &str, Option<&str>, i64, i64)] = &[
     ("registrar", "rate_limit_burst", None, 1, 1_000_000),
     ("registrar", "failed_log_capacity", None, 0, 1_000_000),
     ("admin", "trend_interval", None, 1, 3600),
+    ("admin", "recent_calls", None, 0, 100_000),
 ];
 
 /// Other keys that make the range edges of `section.key` pass the cross-field checks (expiries
