@@ -28,6 +28,8 @@ use crate::config::CdrConfig;
 /// How often buffered rows reach the file when calls keep ending (and at the latest this long
 /// after a row is written).
 pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the writer takes the records queued by the shards.
+pub const DRAIN_INTERVAL: Duration = Duration::from_millis(100);
 /// Buffer in front of the file.
 const BUFFER_BYTES: usize = 64 * 1024;
 
@@ -240,21 +242,25 @@ pub fn run_writer_with(
     taps: Taps<'_>,
 ) -> WriterReport {
     let mut out = Output::new(settings, wall, taps);
-    loop {
-        let wait = out.next_wake().saturating_duration_since(Instant::now());
+    // The writer does not wait on the queue itself: a blocked receiver is woken by every record a
+    // shard sends, one context switch per call at full load (measured: a large share of the CPU
+    // per call). It wakes every DRAIN_INTERVAL instead and takes what has queued up; the queue
+    // (`queue_capacity`, 65,536 by default) holds far more than one interval's calls.
+    'run: loop {
+        let wait = out
+            .next_wake()
+            .min(Instant::now() + DRAIN_INTERVAL)
+            .saturating_duration_since(Instant::now());
         crossbeam_channel::select! {
-            recv(rx) -> r => match r {
-                Ok(r) => {
-                    out.take(r);
-                    // Take what else is queued now, up to a bound, before looking at timers.
-                    for r in rx.try_iter().take(4096) {
-                        out.take(r);
-                    }
-                }
-                Err(_) => break,
-            },
-            recv(stop) -> _ => break,
+            recv(stop) -> _ => break 'run,
             default(wait) => {}
+        }
+        loop {
+            match rx.try_recv() {
+                Ok(r) => out.take(r),
+                Err(crossbeam_channel::TryRecvError::Empty) => break,
+                Err(crossbeam_channel::TryRecvError::Disconnected) => break 'run,
+            }
         }
         out.tick();
     }
