@@ -65,10 +65,12 @@ impl Ua {
         self.sock.send_to(req.as_bytes(), self.server).unwrap();
         loop {
             let r = recv_text(&self.sock, Duration::from_secs(5)).expect("a response");
-            // Skip anything that is not the answer to this CSeq (e.g. a keepalive OPTIONS).
+            // Skip anything that is not the answer to this request (e.g. a keepalive OPTIONS, or
+            // a stray datagram for an earlier owner of this ephemeral port).
             if header(&r, "CSeq")
                 .first()
                 .is_some_and(|c| c.starts_with(&format!("{} ", self.cseq)))
+                && header(&r, "Call-ID").first() == Some(&self.call_id.as_str())
             {
                 return r;
             }

@@ -564,5 +564,7 @@ fn a_panic_in_the_core_is_counted_and_the_shard_goes_on() {
     srv.shutdown();
     let report = srv.join().unwrap();
     assert_eq!(report.total.core_panics, 1);
-    assert_eq!(report.total.datagrams_in, 2);
+    // At least our two: a stray datagram for an earlier owner of this ephemeral port (another
+    // test's peer retransmitting) may arrive too, and must not panic the core either.
+    assert!(report.total.datagrams_in >= 2, "{:?}", report.total);
 }
