@@ -4,7 +4,9 @@
 //! every socket before any thread starts, choosing the I/O backend, spawning (and pinning) one
 //! thread per shard, the ready line on stdout, and the process-level run loop with SIGTERM/SIGINT
 //! handling ([`run_with`], [`run_main`]), and the CDR writer's life: started before the shards
-//! (its sender goes into `Shared.cdr`), drained and flushed after they stop, before the totals.
+//! (its sender goes into `Shared.cdr`), drained and flushed after they stop, before the totals;
+//! and the trunk resolver thread's ([`crate::resolver`]): started after the shards when some
+//! trunk host is a name (its note queue goes into `Shared.trunk_resolve`), stopped before them.
 //! Must not: contain protocol logic (that is the [`Core`]'s), or touch the hot path: after start
 //! it only waits, reads counters and asks shards to stop.
 
