@@ -329,8 +329,10 @@ impl Trunks {
             _ => None,
         };
         let e = &mut self.entries[i];
-        tracing::info!(trunk = e.reg.name(), from = %e.dst, to = %d.addr, "trunk destination changed");
-        e.dst = d.addr;
+        if e.dst != d.addr {
+            tracing::info!(trunk = e.reg.name(), from = %e.dst, to = %d.addr, "trunk destination changed");
+            e.dst = d.addr;
+        }
         if let Some(sent_by) = sent_by {
             e.reg.set_sent_by(sent_by);
         }
