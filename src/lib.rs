@@ -4,7 +4,7 @@
 //! - `sip`, `timer`, `config`, `io`: foundations; they import none of the rest.
 //! - `cdr` (record types and the CSV format; `cdr::writer` is runtime), `transaction`, `registrar`, `trunk`, `dispatch`: the sans-IO protocol core. No sockets,
 //!   threads, clocks or locks; time is passed in as [`timer::Millis`].
-//! - `shard`, `server`, `admin`, `cli`, `cdr::writer`: the runtime that owns sockets, threads, files
+//! - `shard`, `server`, `resolver`, `admin`, `cli`, `cdr::writer`: the runtime that owns sockets, threads, files
 //!   and the clock.
 
 pub mod cdr;
@@ -20,5 +20,6 @@ pub mod trunk;
 
 pub mod admin;
 pub mod cli;
+pub mod resolver;
 pub mod server;
 pub mod shard;

@@ -4,7 +4,9 @@
 //! every socket before any thread starts, choosing the I/O backend, spawning (and pinning) one
 //! thread per shard, the ready line on stdout, and the process-level run loop with SIGTERM/SIGINT
 //! handling ([`run_with`], [`run_main`]), and the CDR writer's life: started before the shards
-//! (its sender goes into `Shared.cdr`), drained and flushed after they stop, before the totals.
+//! (its sender goes into `Shared.cdr`), drained and flushed after they stop, before the totals;
+//! and the trunk resolver thread's ([`crate::resolver`]): started after the shards when some
+//! trunk host is a name (its note queue goes into `Shared.trunk_resolve`), stopped before them.
 //! Must not: contain protocol logic (that is the [`Core`]'s), or touch the hot path: after start
 //! it only waits, reads counters and asks shards to stop.
 
@@ -25,13 +27,14 @@ use crate::cdr::writer::{self, CdrWriter, WriterReport};
 use crate::config::{Config, IoBackendKind, ServerConfig, TrunkConfig};
 use crate::dispatch::{
     query::add_counters, AdminQuery, AdminReply, ContactRow, Core, Dispatcher, GatewayCounters,
-    GatewayStat, Mail, OwnedBindingRow, OwnedListFilter, RegistrarQuery, RegistrarReply, ShardId,
-    Shared, TrunkRow,
+    GatewayStat, Mail, OwnedBindingRow, OwnedListFilter, RegistrarQuery, RegistrarReply,
+    ResolveNote, ResolveSender, ShardId, Shared, TrunkRow,
 };
 use crate::io::{self as bio, BatchIo, PortableIo, SocketOptions};
 use crate::registrar::core::RegistrarCounters;
 use crate::registrar::guard::FailedRegistration;
 use crate::registrar::owner_of_aor;
+use crate::resolver::{self, TrunkResolver};
 use crate::shard::{self, Clock, Control, MailError, Mailer, ShardExit, ShardSettings, ShardStats};
 
 /// Extra time `join` allows beyond `shutdown_timeout_ms` for threads to finish their last flush.
@@ -404,6 +407,18 @@ pub fn run_with_cdr<C: Core>(
     cdr: Option<CdrWriter>,
     make_core: impl Fn(ShardId, usize) -> C,
 ) -> Result<(), String> {
+    run_inner(config, clock, cdr, None, make_core)
+}
+
+/// As [`run_with_cdr`], and with `follow` (trunks with host names and the queue of their
+/// notes) a resolver thread runs from after the shards start until shutdown begins.
+fn run_inner<C: Core>(
+    config: Config,
+    clock: Clock,
+    cdr: Option<CdrWriter>,
+    follow: Option<(TrunkResolver, Receiver<ResolveNote>)>,
+    make_core: impl Fn(ShardId, usize) -> C,
+) -> Result<(), String> {
     let finish_cdr = |cdr: Option<CdrWriter>| cdr.map(CdrWriter::finish);
     // Handlers go in before the sockets, so an early signal is never fatal.
     let mut signals = Signals::new([SIGTERM, SIGINT])
@@ -476,6 +491,28 @@ pub fn run_with_cdr<C: Core>(
             }
         }
     };
+    // The shards' mail is `dispatch::Mail` whenever `follow` is given (run_main).
+    let resolver = match (follow, server.mailer::<Mail>()) {
+        (Some((r, notes)), Some(mailer)) => {
+            let trunks = r.len();
+            match resolver::start(r, notes, mailer, server.clock()) {
+                Ok(t) => {
+                    tracing::info!(trunks, "trunk resolver started");
+                    Some(t)
+                }
+                Err(e) => {
+                    if let Some(a) = admin {
+                        a.stop();
+                    }
+                    server.shutdown();
+                    let _ = server.join();
+                    stop_signals();
+                    return Err(format!("cannot start the resolver thread: {e}"));
+                }
+            }
+        }
+        _ => None,
+    };
     crossbeam_channel::select! {
         recv(sig_rx) -> s => {
             tracing::info!(signal = s.unwrap_or(0), "shutting down");
@@ -489,6 +526,9 @@ pub fn run_with_cdr<C: Core>(
     // The admin side first: its queries would only time out once the shards are gone.
     if let Some(a) = admin {
         a.stop();
+    }
+    if let Some(r) = resolver {
+        r.stop();
     }
     server.shutdown();
     let result = server.join();
@@ -539,13 +579,30 @@ pub fn run_main(config: Config) -> Result<(), String> {
     let started = Instant::now();
     let mut shared = Shared::new(&config, secret, u64::from_le_bytes(seed))?;
     shared.trunk_destinations = resolve_trunks(&config.trunks)?;
-    if config.server.listen.ip().is_unspecified() && config.server.advertised_address.is_none() {
+    let local_ips_needed =
+        config.server.listen.ip().is_unspecified() && config.server.advertised_address.is_none();
+    if local_ips_needed {
         shared.trunk_local_ips = shared
             .trunk_destinations
             .iter()
             .map(|d| d.and_then(local_ip_toward))
             .collect();
     }
+    // Trunks with a host name are followed before each attempt by the resolver thread.
+    let followed = TrunkResolver::new(
+        &config.trunks,
+        &shared.trunk_destinations,
+        &shared.trunk_local_ips,
+        Box::new(resolver::system_resolve),
+        local_ips_needed.then(|| Box::new(local_ip_toward) as resolver::LocalIpFn),
+    );
+    let follow = if followed.is_empty() {
+        None
+    } else {
+        let (tx, rx) = crossbeam_channel::bounded(resolver::NOTE_QUEUE);
+        shared.trunk_resolve = ResolveSender::new(tx);
+        Some((followed, rx))
+    };
     tracing::info!(
         accounts = shared.accounts.len(),
         took_ms = started.elapsed().as_millis() as u64,
@@ -566,36 +623,24 @@ pub fn run_main(config: Config) -> Result<(), String> {
         None
     };
     let core_config = config.clone();
-    run_with_cdr(config, clock, cdr, move |shard, shards| {
+    run_inner(config, clock, cdr, follow, move |shard, shards| {
         Dispatcher::new(shard, shards, &core_config, &shared, 0)
     })
 }
 
-/// The destination of each trunk (outbound proxy, else registrar) as a socket address. Host
-/// names are resolved once, here at start (A/AAAA through the system resolver; SRV not
-/// supported); a name that does not resolve is a start-up error naming the trunk.
+/// The destination of each trunk (outbound proxy, else registrar) as a socket address, at
+/// start (A/AAAA through the system resolver, IPv4 preferred; no SRV/NAPTR); a name that does
+/// not resolve is a start-up error naming the trunk. Names are then followed by the
+/// [`resolver`](crate::resolver) thread before each attempt.
 pub fn resolve_trunks(trunks: &[TrunkConfig]) -> Result<Vec<Option<SocketAddr>>, String> {
-    use std::net::ToSocketAddrs;
     trunks
         .iter()
         .map(|t| {
-            let (host, port) = match &t.outbound_proxy {
-                Some((h, p)) => (h.as_str(), *p),
-                None => (t.registrar.as_str(), t.port),
-            };
-            let bare = host
-                .strip_prefix('[')
-                .and_then(|h| h.strip_suffix(']'))
-                .unwrap_or(host);
-            let mut addrs = (bare, port)
-                .to_socket_addrs()
+            let (host, port) = resolver::destination_of(t);
+            let all = resolver::system_resolve(resolver::bare_host(host), port)
                 .map_err(|e| format!("[[trunks]] `{}`: cannot resolve `{host}`: {e}", t.name))?;
             // Prefer IPv4: the shards' socket is usually bound to an IPv4 address.
-            let all: Vec<SocketAddr> = addrs.by_ref().collect();
-            all.iter()
-                .find(|a| a.is_ipv4())
-                .or(all.first())
-                .copied()
+            resolver::pick_address(&all, None)
                 .map(Some)
                 .ok_or_else(|| format!("[[trunks]] `{}`: `{host}` resolves to no address", t.name))
         })

@@ -327,3 +327,158 @@ fn every_shard_recognises_an_invite_from_any_trunk() {
             .is_none());
     }
 }
+
+#[test]
+fn a_re_resolved_destination_takes_the_next_register_and_notes_ask_for_it() {
+    use sipshard::dispatch::{
+        AdminQuery, AdminReply, ResolveNote, ResolveSender, TrunkDestination,
+    };
+    use sipshard::sip::Parser;
+    const OLD: &str = "192.0.2.10:5070";
+    const NEW: &str = "192.0.2.77:5070";
+    let mut config = Config::default();
+    let mut t = TrunkConfig::new("carrier", "carrier.example", "4420", &SipParams::default());
+    t.port = 5070;
+    t.expire_s = Some(120);
+    config.trunks.push(t);
+    let mut shared = Shared::new(&config, [7; 32], 99).unwrap();
+    shared.trunk_destinations = vec![Some(OLD.parse().unwrap())];
+    shared.trunk_local_ips = vec![Some("203.0.113.5".parse().unwrap())];
+    let (notes_tx, notes) = crossbeam_channel::bounded(16);
+    shared.trunk_resolve = ResolveSender::new(notes_tx);
+    let mut d = Dispatcher::new(0, 1, &config, &shared, 0);
+    d.set_local_addr("0.0.0.0:5062".parse().unwrap());
+    let mut out = Out::default();
+
+    // The first attempt is scheduled: the runtime is asked to re-resolve before it.
+    d.on_timers(0, &mut out);
+    let first_at = d
+        .trunks()
+        .registrations()
+        .next()
+        .unwrap()
+        .next_action_at()
+        .unwrap();
+    assert_eq!(
+        notes.try_recv(),
+        Ok(ResolveNote {
+            index: 0,
+            attempt_at: first_at
+        })
+    );
+    let now = run_until_sent(&mut d, &mut out, 0, 60_000);
+    let (dst, req) = out.0.pop().unwrap();
+    assert_eq!(dst, OLD.parse().unwrap());
+    assert!(notes.try_recv().is_err(), "no note while the attempt runs");
+
+    // The name now resolves elsewhere (and the kernel routes there from another IP).
+    d.on_mail(
+        now + 1,
+        Mail::TrunkDestination(Box::new(TrunkDestination {
+            index: 0,
+            addr: NEW.parse().unwrap(),
+            local_ip: Some("203.0.113.6".parse().unwrap()),
+        })),
+        &mut out,
+    );
+    assert_eq!(
+        d.trunks().destination_of("carrier"),
+        Some(NEW.parse().unwrap())
+    );
+    // The transaction in flight keeps its destination: its resends still go to the old one.
+    let resend_at = run_until_sent(&mut d, &mut out, now + 1, now + 1_000);
+    let (dst, resent) = out.0.pop().expect("a resend");
+    assert_eq!(dst, OLD.parse().unwrap());
+    assert_eq!(resent, req);
+    let ok = answer(
+        &req,
+        "200 OK",
+        "Contact: <sip:4420@203.0.113.5:5062>;expires=120\r\n",
+    );
+    d.on_datagram(resend_at + 10, OLD.parse().unwrap(), &ok, &mut out);
+    assert_eq!(state(&d), State::Registered);
+    let refresh_at = d
+        .trunks()
+        .registrations()
+        .next()
+        .unwrap()
+        .next_action_at()
+        .unwrap();
+    assert_eq!(
+        notes.try_recv(),
+        Ok(ResolveNote {
+            index: 0,
+            attempt_at: refresh_at
+        }),
+        "the refresh is scheduled: re-resolve before it"
+    );
+
+    // The refresh goes to the new address, with the new local IP in Via and Contact.
+    let at = run_until_sent(&mut d, &mut out, resend_at + 10, refresh_at);
+    assert_eq!(at, refresh_at);
+    let (dst, refresh) = out.0.pop().unwrap();
+    assert_eq!(dst, NEW.parse().unwrap());
+    let refresh = String::from_utf8(refresh).unwrap();
+    assert!(
+        refresh.contains("Via: SIP/2.0/UDP 203.0.113.6:5062;"),
+        "{refresh}"
+    );
+    assert!(
+        refresh.contains("Contact: <sip:4420@203.0.113.6:5062>"),
+        "{refresh}"
+    );
+    assert!(header(&refresh, "Call-ID:") == header(std::str::from_utf8(&req).unwrap(), "Call-ID:"));
+    let ok = answer(
+        refresh.as_bytes(),
+        "200 OK",
+        "Contact: <sip:4420@203.0.113.6:5062>;expires=120\r\n",
+    );
+    d.on_datagram(at + 10, NEW.parse().unwrap(), &ok, &mut out);
+    assert_eq!(state(&d), State::Registered);
+    assert!(notes.try_recv().is_ok());
+
+    // Inbound calls from the new IP are this trunk's; from the old IP no longer.
+    let invite = "INVITE sip:4420@203.0.113.6:5062 SIP/2.0\r\n\
+        Via: SIP/2.0/UDP 192.0.2.77:5070;branch=z9hG4bKin1\r\nMax-Forwards: 70\r\n\
+        From: <sip:caller@192.0.2.77>;tag=x\r\nTo: <sip:4420@203.0.113.6>\r\n\
+        Call-ID: in1@192.0.2.77\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n";
+    let mut parser = Parser::new();
+    let msg = parser.parse(invite.as_bytes()).unwrap();
+    let uri = msg.request_uri().unwrap();
+    assert_eq!(
+        d.trunks()
+            .match_inbound(&uri, NEW.parse().unwrap())
+            .map(|m| m.index),
+        Some(0)
+    );
+    assert!(d
+        .trunks()
+        .match_inbound(&uri, OLD.parse().unwrap())
+        .is_none());
+
+    // A forced attempt asks for a re-resolution now.
+    let (reply, replies) = crossbeam_channel::bounded(1);
+    let t = at + 1_000;
+    d.on_mail(
+        t,
+        Mail::Admin {
+            query: Box::new(AdminQuery::Reregister {
+                name: "carrier".into(),
+            }),
+            reply,
+        },
+        &mut out,
+    );
+    assert!(matches!(
+        replies.try_recv(),
+        Ok(AdminReply::Reregistered(true))
+    ));
+    assert_eq!(
+        notes.try_recv(),
+        Ok(ResolveNote {
+            index: 0,
+            attempt_at: t
+        })
+    );
+    assert_eq!(out.0.pop().unwrap().0, NEW.parse().unwrap());
+}

@@ -54,7 +54,7 @@ use crate::trunk::MatchedBy;
 
 use super::query::{AdminQuery, AdminReply, RegistrarQuery, RegistrarReply};
 use super::register::{KeepaliveStarter, RegisterPath, Shared};
-use super::trunks::{is_trunk_token, Trunks};
+use super::trunks::{is_trunk_token, TrunkDestination, Trunks};
 use super::{Core, Outbox, ShardId};
 
 /// `Server:` header value.
@@ -90,6 +90,10 @@ pub enum Mail {
         query: Box<AdminQuery>,
         reply: crossbeam_channel::Sender<AdminReply>,
     },
+    /// From the runtime's resolver, to every shard: a trunk's host name now resolves to
+    /// another address (inbound matching follows it; the owner shard sends the trunk's next
+    /// REGISTER there). Boxed: rare, and keeps `Mail` small.
+    TrunkDestination(Box<TrunkDestination>),
 }
 
 /// The shard that owns the state of a call or transaction with this Call-ID. Every shard computes
@@ -1075,6 +1079,7 @@ impl Core for Dispatcher {
                 let r = self.admin_answer(*query, now, out);
                 let _ = reply.try_send(r);
             }
+            Mail::TrunkDestination(d) => self.trunks.set_destination(&d),
         }
     }
 

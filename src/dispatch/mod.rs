@@ -67,4 +67,6 @@ pub use query::{
     RegistrarReply, TrunkRow,
 };
 pub use register::{RegisterCounters, RegisterPath, Shared};
-pub use trunks::{is_trunk_token, Trunks, TRUNK_TOKEN_BIT};
+pub use trunks::{
+    is_trunk_token, ResolveNote, ResolveSender, TrunkDestination, Trunks, TRUNK_TOKEN_BIT,
+};

@@ -32,13 +32,17 @@ pub struct Shared {
     /// tags and branches of the trunks' REGISTERs).
     pub seed: u64,
     /// The destination of each `[[trunks]]` entry (outbound proxy, else registrar), by index,
-    /// resolved by the runtime at start (SRV not supported). `None` or missing: the core uses
-    /// the host if it is an IP literal, else skips the trunk.
+    /// resolved by the runtime at start (A/AAAA, SRV not supported). `None` or missing: the
+    /// core uses the host if it is an IP literal, else skips the trunk. Later changes come as
+    /// `Mail::TrunkDestination`.
     pub trunk_destinations: Vec<Option<SocketAddr>>,
     /// The local IP the kernel would use toward each trunk's destination, by `[[trunks]]`
     /// index, found by the runtime when the listener is unspecified (0.0.0.0 / [::]) and no
     /// `advertised_address` is set; the trunk's Via/Contact then carry it with the listen port.
     pub trunk_local_ips: Vec<Option<std::net::IpAddr>>,
+    /// Where the trunks' notes "re-resolve trunk i before its next attempt" go (the runtime's
+    /// resolver thread, when some trunk host is a name); disabled by default.
+    pub trunk_resolve: super::trunks::ResolveSender,
     /// Where finished calls' CDRs go (the runtime's CDR writer); disabled by default.
     pub cdr: CdrSender,
     /// Gateways, routes and peers (`[[gateways]]`, `[[routes]]`, `[[peers]]`), and the
@@ -57,6 +61,7 @@ impl Shared {
             seed,
             trunk_destinations: Vec::new(),
             trunk_local_ips: Vec::new(),
+            trunk_resolve: Default::default(),
             cdr: CdrSender::disabled(),
             routing: Arc::new(RoutingTable::new(config)),
         })

@@ -4,7 +4,11 @@
 //! `shard_by_hash(name) % shards`), one wheel timer per registration, the token of each one's
 //! REGISTER in flight, and their counters.
 //! Must not: touch sockets, threads, clocks or locks, or resolve names: destinations come
-//! resolved from the runtime ([`super::Shared::trunk_destinations`]).
+//! resolved from the runtime ([`super::Shared::trunk_destinations`] at start, then
+//! [`Mail::TrunkDestination`](super::Mail::TrunkDestination) when a host name re-resolves to
+//! another address). Whenever a registration arms the timer of its next attempt (first try,
+//! refresh, retry), or a forced attempt starts, a [`ResolveNote`] goes to the runtime through
+//! [`ResolveSender`] (`try_send`, never blocks) so that it re-resolves the name before then.
 //!
 //! Tokens: every trunk token has [`TRUNK_TOKEN_BIT`] set; the registrar's keepalive tokens
 //! (`BindingId::to_u64`) never do (binding generations wrap below 2^31). Below the top bit a
@@ -12,6 +16,8 @@
 //! request (e.g. the timeout of a REGISTER that `stop` superseded) is recognised and ignored.
 
 use std::net::{IpAddr, SocketAddr};
+
+use crossbeam_channel::Sender;
 
 use crate::config::{Config, TrunkConfig};
 use crate::sip::{Message, Parser, Uri};
@@ -44,7 +50,58 @@ fn literal(host: &str, port: u16) -> Option<SocketAddr> {
         .map(|ip| SocketAddr::new(ip, port))
 }
 
+/// "Trunk `index` starts an attempt at `attempt_at`": the runtime re-resolves its host name
+/// shortly before then (at once when that is already past).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResolveNote {
+    /// Index in `[[trunks]]`.
+    pub index: usize,
+    /// The owner shard's `Millis`.
+    pub attempt_at: Millis,
+}
+
+/// A shard's end of the runtime's re-resolution queue. Never blocks: when the queue is full (or
+/// there is no resolver: every host is an IP literal, or a test) the note is dropped, and that
+/// attempt uses the last known address.
+#[derive(Clone, Debug, Default)]
+pub struct ResolveSender {
+    tx: Option<Sender<ResolveNote>>,
+}
+
+impl ResolveSender {
+    pub fn new(tx: Sender<ResolveNote>) -> Self {
+        Self { tx: Some(tx) }
+    }
+
+    /// No resolver behind it.
+    pub fn disabled() -> Self {
+        Self::default()
+    }
+
+    /// Queue `note` if there is room; true when queued.
+    pub fn note(&self, note: ResolveNote) -> bool {
+        self.tx.as_ref().is_some_and(|tx| tx.try_send(note).is_ok())
+    }
+}
+
+/// A trunk's destination re-resolved by the runtime (boxed in [`Mail::TrunkDestination`]).
+/// Every shard takes it for inbound matching; the owner sends the trunk's next REGISTER there.
+///
+/// [`Mail::TrunkDestination`]: super::Mail::TrunkDestination
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TrunkDestination {
+    /// Index in `[[trunks]]`.
+    pub index: usize,
+    /// The new destination (outbound proxy, else registrar).
+    pub addr: SocketAddr,
+    /// The local IP toward `addr`, when the runtime computes it (listener 0.0.0.0 / [::] and no
+    /// `advertised_address`): the Via sent-by and Contact of the next REGISTER carry it.
+    pub local_ip: Option<IpAddr>,
+}
+
 struct Entry {
+    /// Index in `[[trunks]]`.
+    index: usize,
     reg: OutboundRegistration,
     dst: SocketAddr,
     timer: Option<TimerHandle>,
@@ -69,6 +126,10 @@ pub struct Trunks {
     send_unregister: bool,
     /// `[server] advertised_address`.
     advertised: Option<(String, Option<u16>)>,
+    /// The bound address, once known.
+    local: Option<SocketAddr>,
+    /// Where the notes for the runtime's resolver go.
+    resolve: ResolveSender,
     pending: Vec<PendingTrunk>,
     entries: Vec<Entry>,
     /// Every trunk of the config (not only this shard's), for [`Trunks::match_inbound`].
@@ -190,6 +251,8 @@ impl Trunks {
             seed: shared.seed,
             send_unregister: config.sip.user_agent_send_unregister,
             advertised: config.server.advertised_address.clone(),
+            local: None,
+            resolve: shared.trunk_resolve.clone(),
             inbound: InboundTrunks::new(trunks, destinations),
             pending,
             entries: Vec::new(),
@@ -209,14 +272,9 @@ impl Trunks {
     /// the bound one); else, when `local` is unspecified (0.0.0.0 / [::]), the runtime's local
     /// IP toward the trunk's destination with the bound port; else `local`.
     pub fn set_local_addr(&mut self, local: SocketAddr) {
-        for p in self.pending.drain(..) {
-            let sent_by = match (&self.advertised, p.local_ip) {
-                (Some((host, port)), _) => format!("{host}:{}", port.unwrap_or(local.port())),
-                (None, Some(ip)) if local.ip().is_unspecified() => {
-                    SocketAddr::new(ip, local.port()).to_string()
-                }
-                _ => local.to_string(),
-            };
+        self.local = Some(local);
+        for p in std::mem::take(&mut self.pending) {
+            let sent_by = self.sent_by(local, p.local_ip);
             let l = Local {
                 sent_by,
                 shard: self.shard,
@@ -228,6 +286,7 @@ impl Trunks {
             let mut reg = OutboundRegistration::new(p.cfg, l);
             reg.steer_call_id(self.shards);
             self.entries.push(Entry {
+                index: p.slot.0 as usize,
                 reg,
                 dst: p.dst,
                 timer: None,
@@ -235,6 +294,56 @@ impl Trunks {
             });
         }
         self.start_due = !self.entries.is_empty() && !self.stopping;
+    }
+
+    /// Our Via sent-by / Contact `host:port` (see [`Trunks::set_local_addr`]).
+    fn sent_by(&self, local: SocketAddr, local_ip: Option<IpAddr>) -> String {
+        match (&self.advertised, local_ip) {
+            (Some((host, port)), _) => format!("{host}:{}", port.unwrap_or(local.port())),
+            (None, Some(ip)) if local.ip().is_unspecified() => {
+                SocketAddr::new(ip, local.port()).to_string()
+            }
+            _ => local.to_string(),
+        }
+    }
+
+    /// The runtime re-resolved trunk `d.index` (any shard's trunk): inbound requests from the
+    /// new IP are matched to it; when this shard owns it, its next REGISTER goes to `d.addr`
+    /// (a transaction in flight keeps its destination) with the Via/Contact host from
+    /// `d.local_ip` when the listener is unspecified (as at start).
+    pub fn set_destination(&mut self, d: &TrunkDestination) {
+        self.inbound.set_destination(d.index, d.addr);
+        if let Some(p) = self
+            .pending
+            .iter_mut()
+            .find(|p| p.slot.0 as usize == d.index)
+        {
+            p.dst = d.addr;
+            p.local_ip = d.local_ip.or(p.local_ip);
+        }
+        let Some(i) = self.entries.iter().position(|e| e.index == d.index) else {
+            return;
+        };
+        let sent_by = match (self.local, d.local_ip) {
+            (Some(local), Some(ip)) => Some(self.sent_by(local, Some(ip))),
+            _ => None,
+        };
+        let e = &mut self.entries[i];
+        if e.dst != d.addr {
+            tracing::info!(trunk = e.reg.name(), from = %e.dst, to = %d.addr, "trunk destination changed");
+            e.dst = d.addr;
+        }
+        if let Some(sent_by) = sent_by {
+            e.reg.set_sent_by(sent_by);
+        }
+    }
+
+    /// Where trunk `name`'s next REGISTER goes, if this shard owns it.
+    pub fn destination_of(&self, name: &str) -> Option<SocketAddr> {
+        self.entries
+            .iter()
+            .find(|e| e.reg.name() == name)
+            .map(|e| e.dst)
     }
 
     /// Which `[[trunks]]` entry (of all, whichever shard owns it) a request from `src` to
@@ -273,10 +382,12 @@ impl Trunks {
             parser,
             registers_sent,
             times_registered,
+            resolve,
             ..
         } = self;
         let e = &mut entries[index];
         let before = e.reg.state();
+        let armed_before = e.reg.next_action_at();
         let mut d = Driver {
             tx,
             sink,
@@ -293,6 +404,19 @@ impl Trunks {
         };
         f(&mut e.reg, &mut d);
         let after = e.reg.state();
+        let armed = e.reg.next_action_at();
+        if let Some(at) = armed.filter(|_| armed != armed_before) {
+            if matches!(
+                after,
+                State::Registering | State::Registered | State::Failed
+            ) {
+                // The next attempt is scheduled: have the runtime re-resolve the name first.
+                resolve.note(ResolveNote {
+                    index: e.index,
+                    attempt_at: at,
+                });
+            }
+        }
         if before != after {
             match after {
                 State::Registered => {
@@ -408,6 +532,11 @@ impl Trunks {
         let Some(i) = self.entries.iter().position(|e| e.reg.name() == name) else {
             return false;
         };
+        // This attempt goes to the last known address; a changed one serves the next request.
+        self.resolve.note(ResolveNote {
+            index: self.entries[i].index,
+            attempt_at: now,
+        });
         self.with(i, tx, sink, now, |r, d| r.force_register(now, d));
         self.run_timeouts(now, tx, sink);
         true

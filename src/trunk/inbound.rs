@@ -1,7 +1,8 @@
 //! Inbound requests from a trunk: which `[[trunks]]` entry an upstream's request (typically an
 //! INVITE to the contact we registered) comes from (issue 5 item 4), for call routing.
 //!
-//! Owns: a read-only table built from the config and the runtime's resolved destinations.
+//! Owns: a table built from the config and the runtime's resolved destinations (a re-resolved
+//! destination replaces the old one: [`InboundTrunks::set_destination`]).
 //! Must not: resolve names, touch sockets or clocks, or keep per-request state.
 //!
 //! # The rule
@@ -47,6 +48,10 @@ struct Entry {
     index: usize,
     name: Box<str>,
     contact_user: Box<[u8]>,
+    /// The runtime's resolved destination IP (canonical), replaced by `set_destination`.
+    resolved: Option<IpAddr>,
+    /// The IP literals of the config (registrar, outbound proxy), canonical: they stay.
+    fixed: Vec<IpAddr>,
 }
 
 /// Every trunk of the config, indexed by source IP. Build once; share or copy per shard.
@@ -79,23 +84,62 @@ impl InboundTrunks {
         let mut t = InboundTrunks::default();
         for (i, cfg) in trunks.iter().enumerate() {
             let pos = t.entries.len() as u32;
-            t.entries.push(Entry {
-                index: i,
-                name: cfg.name.as_str().into(),
-                contact_user: cfg.contact_user.as_bytes().into(),
-            });
-            let mut ips: Vec<IpAddr> = Vec::with_capacity(3);
-            ips.extend(destinations.get(i).copied().flatten().map(|d| d.ip()));
-            ips.extend(ip_literal(&cfg.registrar));
-            ips.extend(cfg.outbound_proxy.as_ref().and_then(|(h, _)| ip_literal(h)));
-            for ip in ips {
-                let list = t.by_ip.entry(canonical(ip)).or_default();
+            let resolved = destinations
+                .get(i)
+                .copied()
+                .flatten()
+                .map(|d| canonical(d.ip()));
+            let mut fixed: Vec<IpAddr> = Vec::with_capacity(2);
+            fixed.extend(ip_literal(&cfg.registrar).map(canonical));
+            fixed.extend(
+                cfg.outbound_proxy
+                    .as_ref()
+                    .and_then(|(h, _)| ip_literal(h))
+                    .map(canonical),
+            );
+            for &ip in resolved.iter().chain(&fixed) {
+                let list = t.by_ip.entry(ip).or_default();
                 if !list.contains(&pos) {
                     list.push(pos);
                 }
             }
+            t.entries.push(Entry {
+                index: i,
+                name: cfg.name.as_str().into(),
+                contact_user: cfg.contact_user.as_bytes().into(),
+                resolved,
+                fixed,
+            });
         }
         t
+    }
+
+    /// Trunk `index`'s destination was re-resolved to `addr` (the runtime followed its host
+    /// name): requests from the new IP are that trunk's from now on; the old resolved IP no
+    /// longer is (unless it is also one of the trunk's IP literals). Config order is kept.
+    pub fn set_destination(&mut self, index: usize, addr: SocketAddr) {
+        let Some(pos) = self.entries.iter().position(|e| e.index == index) else {
+            return;
+        };
+        let new = canonical(addr.ip());
+        let e = &mut self.entries[pos];
+        if e.resolved == Some(new) {
+            return;
+        }
+        let old = e.resolved.replace(new);
+        let pos = pos as u32;
+        if let Some(old) = old.filter(|ip| !e.fixed.contains(ip)) {
+            if let Some(list) = self.by_ip.get_mut(&old) {
+                list.retain(|&p| p != pos);
+                if list.is_empty() {
+                    self.by_ip.remove(&old);
+                }
+            }
+        }
+        let list = self.by_ip.entry(new).or_default();
+        if let Err(at) = list.binary_search(&pos) {
+            list.insert(at, pos);
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -211,6 +255,38 @@ mod tests {
             (hit.name, hit.by),
             ("b", MatchedBy::Source { candidates: 1 })
         );
+    }
+
+    #[test]
+    fn a_re_resolved_destination_moves_the_trunks_source_ip() {
+        let mut t = table();
+        // b's registrar moved: its calls now come from the new IP, not the old one.
+        t.set_destination(2, "198.51.100.21:5080".parse().unwrap());
+        let hit = m(&t, "sip:b1@203.0.113.1", "198.51.100.21:5060").unwrap();
+        assert_eq!((hit.name, hit.by), ("b", MatchedBy::ContactUser));
+        assert_eq!(m(&t, "sip:b1@203.0.113.1", "198.51.100.20:5060"), None);
+        // Onto an IP shared with other trunks: config order still decides a source match.
+        t.set_destination(2, "192.0.2.10:5060".parse().unwrap());
+        let hit = m(&t, "sip:+44@203.0.113.1", "192.0.2.10:5060").unwrap();
+        assert_eq!(
+            (hit.name, hit.by),
+            ("a-one", MatchedBy::Source { candidates: 3 })
+        );
+        // An IP literal of the config stays the trunk's whatever the resolved address.
+        t.set_destination(3, "198.51.100.99:5060".parse().unwrap());
+        t.set_destination(3, "198.51.100.98:5060".parse().unwrap());
+        assert_eq!(
+            m(&t, "sip:c1@x", "192.0.2.30:5060").unwrap().name,
+            "c-proxy"
+        );
+        assert_eq!(
+            m(&t, "sip:c1@x", "198.51.100.98:5060").unwrap().name,
+            "c-proxy"
+        );
+        assert_eq!(m(&t, "sip:c1@x", "198.51.100.99:5060"), None);
+        // An unknown index is ignored.
+        t.set_destination(9, "198.51.100.1:5060".parse().unwrap());
+        assert_eq!(m(&t, "sip:x@x", "198.51.100.1:5060"), None);
     }
 
     #[test]

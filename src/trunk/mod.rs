@@ -10,8 +10,9 @@
 //!
 //! **Driven by** `dispatch::trunks`: each registration belongs to shard `shard_by_hash(name)`,
 //! each `send_register` runs as a non-INVITE client transaction (the resend schedule of the
-//! `transaction` layer) towards [`OutboundRegistration::destination`], resolved once at start by
-//! the runtime (`server::resolve_trunks`; SRV not supported); responses go to `on_response`, the
+//! `transaction` layer) towards [`OutboundRegistration::destination`], resolved by the runtime
+//! at start and before each attempt (`server::resolve_trunks`, the `resolver` thread; no SRV);
+//! responses go to `on_response`, the
 //! transaction's give-up to `on_timeout`, one wheel timer per registration to `on_timer`, and
 //! shutdown calls `stop`.
 //!

@@ -284,7 +284,8 @@ impl OutboundRegistration {
     }
 
     /// Where requests go: the outbound proxy if configured, else the registrar (host, port).
-    /// Host names are the caller's to resolve (A/AAAA); the runtime resolves them once at start.
+    /// Host names are the caller's to resolve (A/AAAA); the runtime resolves them at start and
+    /// again before each new attempt (see [`next_action_at`](Self::next_action_at)).
     pub fn destination(&self) -> (&str, u16) {
         match &self.cfg.outbound_proxy {
             Some((h, p)) => (h.as_str(), *p),
@@ -310,6 +311,26 @@ impl OutboundRegistration {
             }
             _ => h % delay,
         }
+    }
+
+    /// When the armed timer fires (the next attempt, refresh or retry), if one is armed. The
+    /// runtime re-resolves the destination's host name shortly before it.
+    pub fn next_action_at(&self) -> Option<Millis> {
+        self.timer_at
+    }
+
+    /// Our `host:port` as the upstream should see it changed (the runtime found another local
+    /// IP toward a new destination): the Via sent-by and Contact of the next REGISTER carry it.
+    pub fn set_sent_by(&mut self, sent_by: String) {
+        if sent_by != self.local.sent_by {
+            self.contact = format!("sip:{}@{}", self.cfg.contact_user, sent_by);
+            self.local.sent_by = sent_by;
+        }
+    }
+
+    /// Our Via sent-by and Contact `host:port`.
+    pub fn sent_by(&self) -> &str {
+        &self.local.sent_by
     }
 
     /// A snapshot for management.
