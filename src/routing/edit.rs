@@ -153,19 +153,7 @@ pub fn uri_address(uri: &Uri) -> Option<SocketAddr> {
     ))
 }
 
-pub(crate) fn push_num(out: &mut Vec<u8>, mut n: u32) {
-    let mut tmp = [0u8; 10];
-    let mut i = tmp.len();
-    loop {
-        i -= 1;
-        tmp[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&tmp[i..]);
-}
+pub(crate) use crate::sip::push_u32 as push_num;
 
 #[cfg(test)]
 mod tests {

@@ -69,4 +69,5 @@ pub use kinds::{HeaderKind, Method};
 pub use parse::{
     CSeq, Header, Invalid, Message, NameAddr, ParamIter, ParseError, Parser, Rejection, Rport, Via,
 };
+pub use text::push_u32;
 pub use uri::{unescape_into, unescaped, EscapeError, Scheme, Uri};

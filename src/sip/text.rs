@@ -320,8 +320,8 @@ pub(crate) fn unquote(v: &[u8]) -> &[u8] {
     }
 }
 
-/// Appends `n` in decimal.
-pub(crate) fn push_u32(out: &mut Vec<u8>, n: u32) {
+/// Appends `n` in decimal (no allocation).
+pub fn push_u32(out: &mut Vec<u8>, n: u32) {
     let mut tmp = [0u8; 10];
     let mut i = tmp.len();
     let mut n = n;
