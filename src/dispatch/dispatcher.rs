@@ -360,8 +360,7 @@ impl Dispatcher {
                         events,
                     },
                 );
-                deliver_events(events, reg, trunks, proxy, now);
-                flush_trunk_timeouts(trunks, reg, proxy, tx, out, events, now);
+                settle_events(trunks, reg, proxy, tx, out, events, now);
                 AdminReply::Reregistered(ok)
             }
             AdminQuery::Counters => AdminReply::Counters(Core::counters(self)),
@@ -412,8 +411,7 @@ impl Dispatcher {
                 *shard, &msg, data, src, handed_in, now, tx, counters, out, events, reg, trunks,
                 proxy,
             );
-            deliver_events(events, reg, trunks, proxy, now);
-            flush_trunk_timeouts(trunks, reg, proxy, tx, out, events, now);
+            settle_events(trunks, reg, proxy, tx, out, events, now);
             return;
         }
         counters.requests += 1;
@@ -507,8 +505,7 @@ impl Dispatcher {
             *shard, &msg, &via, src, reply_to, now, tx, out_buf, sent_by, counters, out, events,
             reg, trunks, proxy,
         );
-        deliver_events(events, reg, trunks, proxy, now);
-        flush_trunk_timeouts(trunks, reg, proxy, tx, out, events, now);
+        settle_events(trunks, reg, proxy, tx, out, events, now);
     }
 }
 
@@ -867,7 +864,7 @@ fn stateful<O: Outbox<Mail>>(
 }
 
 /// Hands transaction events to their owners: a trunk token's timeout is queued for the trunks
-/// (run by [`flush_trunk_timeouts`]); any other client transaction is a NAT keepalive of the
+/// (run by [`settle_events`]); any other client transaction is a NAT keepalive of the
 /// registrar, so a timeout means the binding did not answer.
 fn deliver_events(
     events: &mut Vec<TxEvent>,
@@ -889,9 +886,10 @@ fn deliver_events(
     }
 }
 
-/// Runs the trunks' queued timeouts (their retries start transactions; any event those report
-/// is delivered in turn).
-fn flush_trunk_timeouts<O: Outbox<Mail>>(
+/// Hands the transaction events collected so far to their owners (registrar, trunks, proxy), then
+/// lets the trunks and the proxy act on their timeouts, until nothing is left: what every call
+/// into the transaction layer is followed by.
+fn settle_events<O: Outbox<Mail>>(
     trunks: &mut Trunks,
     reg: &mut RegisterPath,
     proxy: &mut Proxy,
@@ -900,6 +898,7 @@ fn flush_trunk_timeouts<O: Outbox<Mail>>(
     events: &mut Vec<TxEvent>,
     now: Millis,
 ) {
+    deliver_events(events, reg, trunks, proxy, now);
     let mut sent = 0u64;
     loop {
         trunks.run_timeouts(
@@ -1069,8 +1068,7 @@ impl Core for Dispatcher {
                         events,
                     },
                 );
-                deliver_events(events, reg, trunks, proxy, now);
-                flush_trunk_timeouts(trunks, reg, proxy, tx, out, events, now);
+                settle_events(trunks, reg, proxy, tx, out, events, now);
             }
             Mail::GatewayStats { reply } => {
                 let _ = reply.try_send(self.proxy.gateway_stats());
@@ -1101,8 +1099,7 @@ impl Core for Dispatcher {
                 events,
             },
         );
-        deliver_events(events, reg, trunks, proxy, now);
-        flush_trunk_timeouts(trunks, reg, proxy, tx, out, events, now);
+        settle_events(trunks, reg, proxy, tx, out, events, now);
         if reg.registrar.next_deadline().is_some_and(|d| d <= now) {
             let mut sink = Sink {
                 out,
@@ -1116,8 +1113,7 @@ impl Core for Dispatcher {
                 started: 0,
             };
             reg.registrar.on_timers(now, &mut starter);
-            deliver_events(events, reg, trunks, proxy, now);
-            flush_trunk_timeouts(trunks, reg, proxy, tx, out, events, now);
+            settle_events(trunks, reg, proxy, tx, out, events, now);
         }
         if trunks.next_deadline().is_some_and(|d| d <= now) {
             let mut requests = 0u64;
@@ -1130,8 +1126,7 @@ impl Core for Dispatcher {
                     events,
                 },
             );
-            deliver_events(events, reg, trunks, proxy, now);
-            flush_trunk_timeouts(trunks, reg, proxy, tx, out, events, now);
+            settle_events(trunks, reg, proxy, tx, out, events, now);
         }
         if proxy.next_deadline().is_some_and(|d| d <= now) {
             proxy.on_timers(
@@ -1143,8 +1138,7 @@ impl Core for Dispatcher {
                     events,
                 },
             );
-            deliver_events(events, reg, trunks, proxy, now);
-            flush_trunk_timeouts(trunks, reg, proxy, tx, out, events, now);
+            settle_events(trunks, reg, proxy, tx, out, events, now);
         }
         reg.expire(now);
     }
@@ -1198,8 +1192,7 @@ impl Core for Dispatcher {
                 events,
             },
         );
-        deliver_events(events, reg, trunks, proxy, now);
-        flush_trunk_timeouts(trunks, reg, proxy, tx, out, events, now);
+        settle_events(trunks, reg, proxy, tx, out, events, now);
         done && trunks.all_stopped()
     }
 
