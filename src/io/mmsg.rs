@@ -1,7 +1,9 @@
 //! Linux backend: recvmmsg/sendmmsg, many datagrams per syscall.
 //!
 //! Owns: its socket and the scratch arrays (`mmsghdr`, `iovec`, addresses, control buffers) the
-//! syscalls read; they are sized once and rebuilt in place before every call.
+//! syscalls read; they are sized once. The receive side is set up once per receive batch and then
+//! only the fields the kernel wrote are reset before each call (a wake-up that brings one datagram
+//! must not pay for rebuilding all of them); the send side is filled per call.
 //! Must not: block (every call passes MSG_DONTWAIT), or allocate per datagram.
 
 use std::io;
@@ -22,16 +24,25 @@ type Ctrl = [u64; 4];
 pub struct MmsgIo {
     sock: UdpSocket,
     vlen: usize,
-    hdrs: Vec<libc::mmsghdr>,
-    iovs: Vec<libc::iovec>,
-    names: Vec<libc::sockaddr_storage>,
+    rx_hdrs: Vec<libc::mmsghdr>,
+    rx_iovs: Vec<libc::iovec>,
+    rx_names: Vec<libc::sockaddr_storage>,
     ctrl: Vec<Ctrl>,
+    /// The receive batch the `rx_*` headers point into (its buffer address, slot count, slot
+    /// size), and how
+    /// many leading headers the last call let the kernel write.
+    rx_ready: Option<(*const u8, usize, usize)>,
+    rx_dirty: usize,
+    tx_hdrs: Vec<libc::mmsghdr>,
+    tx_iovs: Vec<libc::iovec>,
+    tx_names: Vec<libc::sockaddr_storage>,
     kernel_drops: Option<u64>,
 }
 
-// SAFETY: the raw pointers inside `hdrs`/`iovs` are scratch: they are rewritten to point at the
-// buffers passed in before every syscall and never dereferenced by us afterwards, so moving the
-// value to another thread cannot create shared access.
+// SAFETY: the raw pointers inside the headers and `rx_ready` are scratch: they point at the
+// buffers passed in to each call (checked against `rx_ready`, rebuilt when they differ), are only
+// used by the kernel during that call and never dereferenced by us, so moving the value to
+// another thread cannot create shared access.
 unsafe impl Send for MmsgIo {}
 
 impl MmsgIo {
@@ -50,10 +61,15 @@ impl MmsgIo {
         Ok(Self {
             sock,
             vlen,
-            hdrs: vec![hdr; vlen],
-            iovs: vec![iov; vlen],
-            names: vec![name; vlen],
+            rx_hdrs: vec![hdr; vlen],
+            rx_iovs: vec![iov; vlen],
+            rx_names: vec![name; vlen],
             ctrl: vec![[0; 4]; vlen],
+            rx_ready: None,
+            rx_dirty: 0,
+            tx_hdrs: vec![hdr; vlen],
+            tx_iovs: vec![iov; vlen],
+            tx_names: vec![name; vlen],
             kernel_drops: None,
         })
     }
@@ -75,29 +91,41 @@ impl BatchIo for MmsgIo {
     fn recv_batch(&mut self, batch: &mut RecvBatch) -> io::Result<usize> {
         batch.clear();
         let n = batch.capacity().min(self.vlen);
-        for i in 0..n {
-            let slot = batch.slot_mut(i);
-            self.iovs[i] = libc::iovec {
-                iov_base: slot.as_mut_ptr().cast(),
-                iov_len: slot.len(),
-            };
-            let h = &mut self.hdrs[i];
+        let first = batch.slot_mut(0);
+        let target = (first.as_ptr(), n, first.len());
+        if self.rx_ready != Some(target) {
+            for i in 0..n {
+                let slot = batch.slot_mut(i);
+                self.rx_iovs[i] = libc::iovec {
+                    iov_base: slot.as_mut_ptr().cast(),
+                    iov_len: slot.len(),
+                };
+                let h = &mut self.rx_hdrs[i];
+                h.msg_hdr.msg_name = ptr::addr_of_mut!(self.rx_names[i]).cast();
+                h.msg_hdr.msg_iov = ptr::addr_of_mut!(self.rx_iovs[i]);
+                h.msg_hdr.msg_iovlen = 1;
+                h.msg_hdr.msg_control = self.ctrl[i].as_mut_ptr().cast();
+            }
+            self.rx_ready = Some(target);
+            self.rx_dirty = n;
+        }
+        // The kernel writes these back for every datagram it delivers: restore the room.
+        for h in &mut self.rx_hdrs[..self.rx_dirty] {
             h.msg_len = 0;
-            h.msg_hdr.msg_name = ptr::addr_of_mut!(self.names[i]).cast();
             h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            h.msg_hdr.msg_iov = ptr::addr_of_mut!(self.iovs[i]);
-            h.msg_hdr.msg_iovlen = 1;
-            h.msg_hdr.msg_control = self.ctrl[i].as_mut_ptr().cast();
             h.msg_hdr.msg_controllen = size_of::<Ctrl>() as _;
             h.msg_hdr.msg_flags = 0;
         }
+        self.rx_dirty = 0;
         let got = loop {
-            // SAFETY: `hdrs[..n]` point at live buffers of the stated lengths (the batch slots,
-            // `names`, `ctrl`, `iovs`), all borrowed mutably for the duration of the call.
+            // SAFETY: `rx_hdrs[..n]` point at live buffers of the stated lengths: the slots of
+            // `batch` (the same buffer they were set up for, checked above through `rx_ready`;
+            // `RecvBatch` never reallocates), `rx_names`, `ctrl` and `rx_iovs`, all borrowed
+            // mutably for the duration of the call.
             let r = unsafe {
                 libc::recvmmsg(
                     self.sock.as_raw_fd(),
-                    self.hdrs.as_mut_ptr(),
+                    self.rx_hdrs.as_mut_ptr(),
                     n as libc::c_uint,
                     libc::MSG_DONTWAIT,
                     ptr::null_mut(),
@@ -111,12 +139,13 @@ impl BatchIo for MmsgIo {
                 return Err(e);
             }
         };
+        self.rx_dirty = got;
         if got == 0 {
             return Err(io::ErrorKind::WouldBlock.into());
         }
         for i in 0..got {
-            let h = &self.hdrs[i];
-            let src = from_storage(&self.names[i]).unwrap_or(UNSPECIFIED);
+            let h = &self.rx_hdrs[i];
+            let src = from_storage(&self.rx_names[i]).unwrap_or(UNSPECIFIED);
             let trunc = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
             if h.msg_hdr.msg_controllen > 0 {
                 if let Some(d) = rxq_ovfl(&h.msg_hdr) {
@@ -134,27 +163,27 @@ impl BatchIo for MmsgIo {
             let n = batch.len().min(self.vlen);
             for i in 0..n {
                 let (dst, data) = batch.get(i);
-                let namelen = to_storage(&dst, &mut self.names[i]);
-                self.iovs[i] = libc::iovec {
+                let namelen = to_storage(&dst, &mut self.tx_names[i]);
+                self.tx_iovs[i] = libc::iovec {
                     iov_base: data.as_ptr() as *mut libc::c_void,
                     iov_len: data.len(),
                 };
-                let h = &mut self.hdrs[i];
+                let h = &mut self.tx_hdrs[i];
                 h.msg_len = 0;
-                h.msg_hdr.msg_name = ptr::addr_of_mut!(self.names[i]).cast();
+                h.msg_hdr.msg_name = ptr::addr_of_mut!(self.tx_names[i]).cast();
                 h.msg_hdr.msg_namelen = namelen;
-                h.msg_hdr.msg_iov = ptr::addr_of_mut!(self.iovs[i]);
+                h.msg_hdr.msg_iov = ptr::addr_of_mut!(self.tx_iovs[i]);
                 h.msg_hdr.msg_iovlen = 1;
                 h.msg_hdr.msg_control = ptr::null_mut();
                 h.msg_hdr.msg_controllen = 0;
                 h.msg_hdr.msg_flags = 0;
             }
-            // SAFETY: `hdrs[..n]` point at `names`, `iovs` and the batch's arena, which is not
+            // SAFETY: `tx_hdrs[..n]` point at `tx_names`, `tx_iovs` and the batch's arena, which is not
             // touched until the call returns; the kernel only reads the data.
             let r = unsafe {
                 libc::sendmmsg(
                     self.sock.as_raw_fd(),
-                    self.hdrs.as_mut_ptr(),
+                    self.tx_hdrs.as_mut_ptr(),
                     n as libc::c_uint,
                     libc::MSG_DONTWAIT,
                 )
@@ -163,7 +192,7 @@ impl BatchIo for MmsgIo {
                 let sent = r as usize;
                 rep.sent += sent;
                 rep.bytes += (0..sent)
-                    .map(|i| self.hdrs[i].msg_len as usize)
+                    .map(|i| self.tx_hdrs[i].msg_len as usize)
                     .sum::<usize>();
                 batch.advance(sent);
                 // A partial send: loop; the next call sends the rest or reports why not.
@@ -337,5 +366,57 @@ mod tests {
         let rep = io.send_batch(&mut tx);
         assert_eq!((rep.sent, rep.errors), (1, 1));
         assert_eq!(peer.recv_from(&mut buf).unwrap().0, 2);
+    }
+
+    #[test]
+    fn receive_headers_are_reused_across_calls_sends_and_batches() {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = sock.local_addr().unwrap();
+        let mut io = MmsgIo::new(sock, 8).unwrap();
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        b.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let mut rx = RecvBatch::new(8, 50);
+        // Round 1: a truncated datagram first, so the kernel sets MSG_TRUNC in header 0.
+        a.send_to(&[1u8; 80], addr).unwrap();
+        b.send_to(b"two", addr).unwrap();
+        assert_eq!(io.recv_batch(&mut rx).unwrap(), 2);
+        assert!(rx.get(0).truncated);
+        assert_eq!(
+            (rx.get(1).src, rx.get(1).data),
+            (b.local_addr().unwrap(), &b"two"[..])
+        );
+        // A send in between must not disturb the receive set-up.
+        let mut tx = SendBatch::new();
+        tx.push(b.local_addr().unwrap(), b"reply");
+        assert_eq!(io.send_batch(&mut tx).sent, 1);
+        let mut buf = [0u8; 16];
+        assert_eq!(b.recv_from(&mut buf).unwrap(), (5, addr));
+        // Round 2: more datagrams than before, from the other order of sources; header 0's
+        // truncation flag and address length were reset.
+        for k in 0..5u8 {
+            let from = if k % 2 == 0 { &b } else { &a };
+            from.send_to(&[k; 4], addr).unwrap();
+        }
+        assert_eq!(io.recv_batch(&mut rx).unwrap(), 5);
+        for (k, d) in rx.iter().enumerate() {
+            let from = if k % 2 == 0 { &b } else { &a };
+            assert_eq!(d.src, from.local_addr().unwrap());
+            assert_eq!(d.data, &[k as u8; 4]);
+            assert!(!d.truncated);
+        }
+        assert_eq!(
+            io.recv_batch(&mut rx).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
+        // A different batch (other buffer, other slot size) gets its own set-up.
+        let mut big = RecvBatch::new(4, 200);
+        a.send_to(&[7u8; 120], addr).unwrap();
+        assert_eq!(io.recv_batch(&mut big).unwrap(), 1);
+        assert_eq!((big.get(0).data.len(), big.get(0).truncated), (120, false));
+        a.send_to(&[8u8; 60], addr).unwrap();
+        assert_eq!(io.recv_batch(&mut rx).unwrap(), 1);
+        assert_eq!((rx.get(0).data.len(), rx.get(0).truncated), (50, true));
     }
 }
