@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, Sender};
 
-use super::csv::{self, WallClock};
+use super::csv::{self, RowFormatter, WallClock};
 use super::recent::RecentCalls;
 use super::{CdrRecord, CdrSender};
 use crate::config::CdrConfig;
@@ -276,7 +276,7 @@ pub fn run_writer_with(
 /// The current file and what the writer counts.
 struct Output<'a> {
     settings: &'a WriterSettings,
-    wall: WallClock,
+    format: RowFormatter,
     file: Option<BufWriter<File>>,
     /// Bytes in the current file (what was there when opened, plus what we wrote).
     size: u64,
@@ -285,7 +285,7 @@ struct Output<'a> {
     opened_at: Instant,
     /// Rows written since the last flush; when the first of them was.
     dirty_since: Option<Instant>,
-    row: String,
+    row: Vec<u8>,
     report: WriterReport,
     taps: Taps<'a>,
     /// The last open/write error was logged (log once per streak of failures).
@@ -296,13 +296,13 @@ impl<'a> Output<'a> {
     fn new(settings: &'a WriterSettings, wall: WallClock, taps: Taps<'a>) -> Self {
         Output {
             settings,
-            wall,
+            format: RowFormatter::new(wall),
             file: None,
             size: 0,
             has_rows: false,
             opened_at: Instant::now(),
             dirty_since: None,
-            row: String::with_capacity(512),
+            row: Vec::with_capacity(512),
             report: WriterReport::default(),
             taps,
             failing: false,
@@ -332,7 +332,7 @@ impl<'a> Output<'a> {
 
     fn write(&mut self, r: &CdrRecord) {
         self.row.clear();
-        csv::write_row(&mut self.row, r, &self.wall);
+        self.format.write_row(&mut self.row, r);
         if self.age_due() {
             self.rotate();
         }
@@ -367,7 +367,7 @@ impl<'a> Output<'a> {
             self.open()?;
         }
         let f = self.file.as_mut().expect("opened");
-        f.write_all(self.row.as_bytes())?;
+        f.write_all(&self.row)?;
         self.size += self.row.len() as u64;
         self.has_rows = true;
         self.dirty_since.get_or_insert_with(Instant::now);

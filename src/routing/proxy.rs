@@ -306,6 +306,9 @@ struct Call {
     /// `From/To/Call-ID/CSeq ... CANCEL` lines for CANCELs of our attempts.
     cancel_tail: Vec<u8>,
     caller_tag: Vec<u8>,
+    /// The CDR's caller: the From URI user (or the whole URI), kept at the start so the CDR
+    /// needs no second parse of the INVITE.
+    cdr_caller: Vec<u8>,
     server: Option<TxId>,
     reply_to: SocketAddr,
     source: SocketAddr,
@@ -363,6 +366,7 @@ impl Call {
             fwd_tail: Vec::new(),
             cancel_tail: Vec::new(),
             caller_tag: Vec::new(),
+            cdr_caller: Vec::new(),
             server: None,
             reply_to: SocketAddr::from(([0, 0, 0, 0], 0)),
             source: SocketAddr::from(([0, 0, 0, 0], 0)),
@@ -614,6 +618,7 @@ impl Proxy {
         c.fwd_tail.clear();
         c.cancel_tail.clear();
         c.caller_tag.clear();
+        c.cdr_caller.clear();
         c.caller = None;
         c.number.clear();
         c.plan.clear();
@@ -873,6 +878,11 @@ impl Proxy {
                 .extend_from_slice(&msg.buf()[..msg.framed_len().min(msg.buf().len())]);
             c.caller_tag
                 .extend_from_slice(msg.from().and_then(|f| f.tag()).unwrap_or_default());
+            if let Some(from) = msg.from() {
+                let uri = from.uri();
+                c.cdr_caller
+                    .extend_from_slice(uri.user().unwrap_or(uri.as_bytes()));
+            }
             c.server = Some(id);
             c.reply_to = reply_to;
             c.source = src;
@@ -2655,9 +2665,6 @@ impl Proxy {
             return;
         }
         c.cdr_done = true;
-        let Ok(msg) = self.parser.parse(&c.invite) else {
-            return;
-        };
         let (kind, name): (&str, &str) = match c.caller {
             Some(Caller::Peer(p)) => ("peer:", &self.table.peers[p].name),
             Some(Caller::Account(a)) => ("account:", &self.accounts.get(a).user),
@@ -2684,7 +2691,7 @@ impl Proxy {
             .collect();
         let record = CdrRecord {
             call_id: String::from_utf8_lossy(&c.call_id).into_owned(),
-            caller: caller_of(&msg),
+            caller: String::from_utf8_lossy(&c.cdr_caller).into_owned(),
             callee: String::from_utf8_lossy(&c.number).into_owned(),
             source: c.source,
             caller_identity: identity,
