@@ -32,6 +32,8 @@ pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 pub const DRAIN_INTERVAL: Duration = Duration::from_millis(100);
 /// Buffer in front of the file.
 const BUFFER_BYTES: usize = 64 * 1024;
+/// Records held for reuse by the shards at most (the rest are freed).
+const USED_RECORDS: usize = 1024;
 
 /// What the writer does, from `[cdr]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -130,6 +132,9 @@ pub struct Taps<'a> {
     pub lost: Option<&'a AtomicU64>,
     /// Every record taken off the queue is pushed here (written or lost).
     pub recent: Option<&'a RecentCalls>,
+    /// Records done with (written, and out of the recent-calls ring) go back to the shards here
+    /// for reuse (`CdrSender::used`); dropped when it is full.
+    pub used: Option<&'a Sender<CdrRecord>>,
 }
 
 impl CdrWriter {
@@ -147,7 +152,9 @@ impl CdrWriter {
         recent: Option<RecentCalls>,
     ) -> io::Result<CdrWriter> {
         let (tx, rx) = crossbeam_channel::bounded(settings.queue_capacity.max(1));
-        let sender = CdrSender::new(tx);
+        // Records written (and out of the recent-calls ring) go back to the shards for reuse.
+        let (used_tx, used_rx) = crossbeam_channel::bounded(USED_RECORDS);
+        let sender = CdrSender::with_used(tx, used_rx);
         let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
         let written = Arc::new(AtomicU64::new(0));
         let lost = Arc::new(AtomicU64::new(0));
@@ -160,6 +167,7 @@ impl CdrWriter {
                     written: &w,
                     lost: Some(&l),
                     recent: r.as_ref(),
+                    used: Some(&used_tx),
                 };
                 run_writer_with(&settings, wall, &rx, &stop_rx, &refused_from, taps)
             })?;
@@ -228,6 +236,7 @@ pub fn run_writer(
         written,
         lost: None,
         recent: None,
+        used: None,
     };
     run_writer_with(settings, wall, rx, stop, refused, taps)
 }
@@ -322,11 +331,16 @@ impl<'a> Output<'a> {
         flush.min(rotate)
     }
 
-    /// Writes `r`, then hands it to the recent-calls ring (if any).
+    /// Writes `r`, then hands it to the recent-calls ring (if any), and the record that is done
+    /// with back to the shards (if they take records back).
     fn take(&mut self, r: CdrRecord) {
         self.write(&r);
-        if let Some(recent) = self.taps.recent {
-            recent.push(r);
+        let done = match self.taps.recent {
+            Some(recent) => recent.push(r),
+            None => Some(r),
+        };
+        if let (Some(used), Some(r)) = (self.taps.used, done) {
+            let _ = used.try_send(r);
         }
     }
 

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::cdr::{AttemptOutcome, CdrAttempt, CdrRecord, CdrSender, Emitted, EndReason};
+use crate::cdr::{set_text, AttemptOutcome, CdrAttempt, CdrRecord, CdrSender, Emitted, EndReason};
 use crate::config::Config;
 use crate::registrar::accounts::Accounts;
 use crate::registrar::bindings::{aor_key_of_uri, owner_of_aor};
@@ -878,11 +878,7 @@ impl Proxy {
                 .extend_from_slice(&msg.buf()[..msg.framed_len().min(msg.buf().len())]);
             c.caller_tag
                 .extend_from_slice(msg.from().and_then(|f| f.tag()).unwrap_or_default());
-            if let Some(from) = msg.from() {
-                let uri = from.uri();
-                c.cdr_caller
-                    .extend_from_slice(uri.user().unwrap_or(uri.as_bytes()));
-            }
+            c.cdr_caller.extend_from_slice(caller_of(msg));
             c.server = Some(id);
             c.reply_to = reply_to;
             c.source = src;
@@ -2665,44 +2661,51 @@ impl Proxy {
             return;
         }
         c.cdr_done = true;
+        if !self.cdr.is_enabled() {
+            // No writer: the record would only be refused.
+            self.counters.cdr_refused += 1;
+            return;
+        }
+        let c = &self.calls[idx as usize];
+        // A record the writer is done with, overwritten field by field (its buffers reused).
+        let mut r = self.cdr.used().unwrap_or_else(CdrRecord::blank);
+        set_text(&mut r.call_id, &c.call_id);
+        set_text(&mut r.caller, &c.cdr_caller);
+        set_text(&mut r.callee, &c.number);
+        r.source = c.source;
         let (kind, name): (&str, &str) = match c.caller {
             Some(Caller::Peer(p)) => ("peer:", &self.table.peers[p].name),
             Some(Caller::Account(a)) => ("account:", &self.accounts.get(a).user),
             Some(Caller::Trunk(t)) => ("trunk:", self.trunk_names.get(t).map_or("", |n| &**n)),
             None => ("", ""),
         };
-        let mut identity = String::with_capacity(kind.len() + name.len());
-        identity.push_str(kind);
-        identity.push_str(name);
-        let attempts = c
-            .attempts
-            .iter()
-            .map(|a| CdrAttempt {
-                target: match a.target {
-                    Target::Gateway(g) => self.table.gateways[g as usize].name.to_string(),
-                    Target::Contact => "user".to_string(),
-                },
-                destination: a.dst,
-                called: String::from_utf8_lossy(&a.called).into_owned(),
-                started: a.started,
-                ended: if a.outcome.is_some() { a.ended } else { c.end },
-                outcome: a.outcome.unwrap_or(AttemptOutcome::CancelledByFork),
-            })
-            .collect();
-        let record = CdrRecord {
-            call_id: String::from_utf8_lossy(&c.call_id).into_owned(),
-            caller: String::from_utf8_lossy(&c.cdr_caller).into_owned(),
-            callee: String::from_utf8_lossy(&c.number).into_owned(),
-            source: c.source,
-            caller_identity: identity,
-            start: c.start,
-            answer: c.answer,
-            end: c.end,
-            attempts,
-            final_status: c.final_status,
-            end_reason: c.end_reason.unwrap_or(EndReason::Shutdown),
-        };
-        match self.cdr.emit(record) {
+        r.caller_identity.clear();
+        r.caller_identity.reserve(kind.len() + name.len());
+        r.caller_identity.push_str(kind);
+        r.caller_identity.push_str(name);
+        r.start = c.start;
+        r.answer = c.answer;
+        r.end = c.end;
+        r.attempts.truncate(c.attempts.len());
+        for (i, a) in c.attempts.iter().enumerate() {
+            if i == r.attempts.len() {
+                r.attempts.push(CdrAttempt::blank());
+            }
+            let ra = &mut r.attempts[i];
+            ra.target.clear();
+            ra.target.push_str(match a.target {
+                Target::Gateway(g) => &self.table.gateways[g as usize].name,
+                Target::Contact => "user",
+            });
+            ra.destination = a.dst;
+            set_text(&mut ra.called, &a.called);
+            ra.started = a.started;
+            ra.ended = if a.outcome.is_some() { a.ended } else { c.end };
+            ra.outcome = a.outcome.unwrap_or(AttemptOutcome::CancelledByFork);
+        }
+        r.final_status = c.final_status;
+        r.end_reason = c.end_reason.unwrap_or(EndReason::Shutdown);
+        match self.cdr.emit(r) {
             Emitted::Queued => self.counters.cdr_emitted += 1,
             _ => self.counters.cdr_refused += 1,
         }
@@ -2717,23 +2720,26 @@ impl Proxy {
         status: u16,
         why: EndReason,
     ) {
-        let record = CdrRecord {
-            call_id: String::from_utf8_lossy(msg.call_id().unwrap_or_default()).into_owned(),
-            caller: caller_of(msg),
-            callee: String::from_utf8_lossy(
-                msg.request_uri().and_then(|u| u.user()).unwrap_or_default(),
-            )
-            .into_owned(),
-            source: src,
-            caller_identity: String::new(),
-            start: now,
-            answer: None,
-            end: now,
-            attempts: Vec::new(),
-            final_status: status,
-            end_reason: why,
-        };
-        match self.cdr.emit(record) {
+        if !self.cdr.is_enabled() {
+            self.counters.cdr_refused += 1;
+            return;
+        }
+        let mut r = self.cdr.used().unwrap_or_else(CdrRecord::blank);
+        set_text(&mut r.call_id, msg.call_id().unwrap_or_default());
+        set_text(&mut r.caller, caller_of(msg));
+        set_text(
+            &mut r.callee,
+            msg.request_uri().and_then(|u| u.user()).unwrap_or_default(),
+        );
+        r.source = src;
+        r.caller_identity.clear();
+        r.start = now;
+        r.answer = None;
+        r.end = now;
+        r.attempts.clear();
+        r.final_status = status;
+        r.end_reason = why;
+        match self.cdr.emit(r) {
             Emitted::Queued => self.counters.cdr_emitted += 1,
             _ => self.counters.cdr_refused += 1,
         }
@@ -2796,12 +2802,13 @@ fn a_is_pending(c: &Call, n: usize) -> bool {
     c.attempts.get(n).is_some_and(|a| a.outcome.is_none())
 }
 
-fn caller_of(msg: &Message) -> String {
+/// The CDR's caller: the From URI user, or the whole URI when it has none.
+fn caller_of<'a>(msg: &Message<'a>) -> &'a [u8] {
     let Some(from) = msg.from() else {
-        return String::new();
+        return b"";
     };
     let uri = from.uri();
-    String::from_utf8_lossy(uri.user().unwrap_or(uri.as_bytes())).into_owned()
+    uri.user().unwrap_or(uri.as_bytes())
 }
 
 fn sent_by_is(via: &crate::sip::Via, local: &[u8]) -> bool {
