@@ -172,7 +172,7 @@ fn push_sub(out: &mut Vec<u8>, s: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     let mut from = 0;
     for (i, &b) in s.iter().enumerate() {
-        if matches!(b, b'%' | b':' | b'|') || b.is_ascii_control() {
+        if CLASS[usize::from(b)] & SUB != 0 {
             out.extend_from_slice(&s[from..i]);
             out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]]);
             from = i + 1;
@@ -181,9 +181,29 @@ fn push_sub(out: &mut Vec<u8>, s: &[u8]) {
     out.extend_from_slice(&s[from..]);
 }
 
+/// [`CLASS`] bits: a byte that makes a CSV field quoted (`,` `"` CR LF), a byte the attempts
+/// column percent-encodes (`%` `:` `|` and ASCII controls).
+const QUOTE: u8 = 1;
+const SUB: u8 = 2;
+static CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        if matches!(c, b',' | b'"' | b'\r' | b'\n') {
+            t[b] |= QUOTE;
+        }
+        if matches!(c, b'%' | b':' | b'|') || c.is_ascii_control() {
+            t[b] |= SUB;
+        }
+        b += 1;
+    }
+    t
+};
+
 /// As [`push_field`], on bytes (the bytes it looks for are ASCII).
 fn push_field_bytes(out: &mut Vec<u8>, s: &[u8]) {
-    let needs = s.iter().any(|&b| matches!(b, b',' | b'"' | b'\r' | b'\n'))
+    let needs = s.iter().any(|&b| CLASS[usize::from(b)] & QUOTE != 0)
         || s.first() == Some(&b' ')
         || s.last() == Some(&b' ');
     if !needs {
@@ -204,18 +224,26 @@ fn push_field_bytes(out: &mut Vec<u8>, s: &[u8]) {
 }
 
 /// Appends `n` in decimal.
-fn push_u64(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
+fn push_u64(out: &mut Vec<u8>, n: u64) {
+    // Most numbers here are below 1000 (octets, statuses, milliseconds): no loop for them.
+    let d = |v: u64| b'0' + (v % 10) as u8;
+    if n < 10 {
+        out.push(d(n));
+    } else if n < 100 {
+        out.extend_from_slice(&[d(n / 10), d(n)]);
+    } else if n < 1000 {
+        out.extend_from_slice(&[d(n / 100), d(n / 10), d(n)]);
+    } else {
+        let mut digits = [0u8; 20];
+        let mut i = digits.len();
+        let mut n = n;
+        while n > 0 {
+            i -= 1;
+            digits[i] = d(n);
+            n /= 10;
         }
+        out.extend_from_slice(&digits[i..]);
     }
-    out.extend_from_slice(&digits[i..]);
 }
 
 /// Appends `addr` as `Display` writes it (`IP:PORT`, `[IPv6]:PORT`); IPv4 by hand.
