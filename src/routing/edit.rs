@@ -46,16 +46,23 @@ impl<'b> Runs<'b> {
     }
 
     /// Appends `buf[s..e]` (nothing when that is not a range of `buf`).
+    #[inline(always)]
     fn add(&mut self, out: &mut Vec<u8>, (s, e): (usize, usize)) {
-        if s > e || e > self.buf.len() {
-            self.flush(out);
-            return;
+        if s == self.end && s <= e && e <= self.buf.len() {
+            self.end = e;
+        } else {
+            self.add_apart(out, s, e);
         }
-        if s != self.end {
-            self.flush(out);
+    }
+
+    /// `add` of a range that does not continue the pending one.
+    #[inline(never)]
+    fn add_apart(&mut self, out: &mut Vec<u8>, s: usize, e: usize) {
+        self.flush(out);
+        if s <= e && e <= self.buf.len() {
             self.start = s;
+            self.end = e;
         }
-        self.end = e;
     }
 
     /// Writes the pending range (before anything not from `buf` goes into `out`).
@@ -196,7 +203,20 @@ pub fn uri_address(uri: &Uri) -> Option<SocketAddr> {
     ))
 }
 
-pub(crate) use crate::sip::push_u32 as push_num;
+/// Appends `n` in decimal (`sip::push_u32`, with no loop for the small numbers a proxy writes:
+/// Max-Forwards, CSeq, shard numbers).
+pub(crate) fn push_num(out: &mut Vec<u8>, n: u32) {
+    let d = |v: u32| b'0' + (v % 10) as u8;
+    if n < 10 {
+        out.push(d(n));
+    } else if n < 100 {
+        out.extend_from_slice(&[d(n / 10), d(n)]);
+    } else if n < 1000 {
+        out.extend_from_slice(&[d(n / 100), d(n / 10), d(n)]);
+    } else {
+        crate::sip::push_u32(out, n);
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -279,6 +299,15 @@ mod tests {
             }
             out.extend_from_slice(b"\r\n");
             out.extend_from_slice(resp.body());
+        }
+    }
+
+    #[test]
+    fn push_num_writes_decimal() {
+        for n in [0, 7, 9, 10, 42, 99, 100, 255, 999, 1000, 65_535, u32::MAX] {
+            let mut v = b"x".to_vec();
+            push_num(&mut v, n);
+            assert_eq!(v, format!("x{n}").as_bytes());
         }
     }
 

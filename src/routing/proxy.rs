@@ -1649,10 +1649,6 @@ impl Proxy {
                 Some(c.source)
             }
         });
-        let by_ruri = msg
-            .request_uri()
-            .and_then(|u| uri_address(&u))
-            .filter(|a| Some(*a) != self.local_addr);
         if let (Some(idx), Some(cseq)) = (call, msg.cseq()) {
             if msg.method() != Some(Method::Ack) {
                 let c = &mut self.calls[idx as usize];
@@ -1664,7 +1660,13 @@ impl Proxy {
                 *seen = (*seen).max(cseq.seq);
             }
         }
-        let Some(dst) = by_route.or(by_dialog).or(by_ruri) else {
+        // The Request-URI only when neither gives the next hop.
+        let by_ruri = || {
+            msg.request_uri()
+                .and_then(|u| uri_address(&u))
+                .filter(|a| Some(*a) != self.local_addr)
+        };
+        let Some(dst) = by_route.or(by_dialog).or_else(by_ruri) else {
             self.counters.no_dialog += 1;
             if let Some(id) = id {
                 self.reply_stateful(
