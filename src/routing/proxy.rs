@@ -450,6 +450,9 @@ pub struct Proxy {
     contacts: Vec<Contact>,
     unique: u64,
     health: Vec<Health>,
+    /// Gateways whose health this shard owns that are down (probed): with none,
+    /// [`Proxy::next_deadline`] need not look at each gateway.
+    owned_down: usize,
     stats: Vec<GatewayCounters>,
     pub counters: ProxyCounters,
     /// Transaction timeouts waiting to be run (see [`Proxy::queue_timeout`]).
@@ -520,6 +523,7 @@ impl Proxy {
             contacts: Vec::new(),
             unique: s.rotate_left(29),
             health,
+            owned_down: 0,
             stats,
             counters: ProxyCounters::default(),
             timeouts: Vec::new(),
@@ -796,7 +800,8 @@ impl Proxy {
             self.reply_stateful(id, msg, src, 482, "Loop Detected", &[], now, tx, out);
             return;
         }
-        if self.bad_extension(id, msg, src, now, tx, out) {
+        let kinds = HeaderKinds::of(msg);
+        if kinds.proxy_require && self.bad_extension(id, msg, src, now, tx, out) {
             return;
         }
         // An upstream trunk's INVITE is trusted like a peer's (a peer configured for the same
@@ -871,7 +876,7 @@ impl Proxy {
         };
         let idx = self.alloc(call_id);
         let u = self.next_unique();
-        let pop = self.first_route_is_ours(msg);
+        let pop = kinds.route && self.first_route_is_ours(msg);
         {
             let c = &mut self.calls[idx as usize];
             c.invite
@@ -1613,19 +1618,23 @@ impl Proxy {
             }
             return;
         }
-        if let Some(id) = id {
+        let kinds = HeaderKinds::of(msg);
+        if let (Some(id), true) = (id, kinds.proxy_require) {
             if self.bad_extension(id, msg, src, now, tx, out) {
                 return;
             }
         }
-        let pop = self.first_route_is_ours(msg);
+        let pop = kinds.route && self.first_route_is_ours(msg);
         let call = self.find(msg.call_id().unwrap_or_default());
         // Next hop: a Route after ours, else the dialog, else a Request-URI with an IP.
-        let mut routes = msg.name_addrs(HeaderKind::Route).skip(usize::from(pop));
-        let by_route = routes
-            .next()
-            .and_then(|r| r.ok())
-            .and_then(|r| uri_address(&r.uri()));
+        let by_route = if kinds.route {
+            msg.name_addrs(HeaderKind::Route)
+                .nth(usize::from(pop))
+                .and_then(|r| r.ok())
+                .and_then(|r| uri_address(&r.uri()))
+        } else {
+            None
+        };
         let from_tag = msg.from().and_then(|f| f.tag()).unwrap_or_default();
         let to_tag = msg.to().and_then(|t| t.tag()).unwrap_or_default();
         let mut from_caller = true;
@@ -2308,6 +2317,7 @@ impl Proxy {
                     h.up = up;
                     h.suspect = !up;
                 }
+                self.count_owned_down();
             }
             ProxyMail::GatewaySuspect { gateway } => {
                 if let Some(h) = self.health.get_mut(gateway as usize) {
@@ -2390,6 +2400,8 @@ impl Proxy {
     fn set_health<O: ProxyOut>(&mut self, g: GatewayId, up: bool, out: &mut O) {
         let h = &mut self.health[g as usize];
         h.up = up;
+        self.count_owned_down();
+        let h = &mut self.health[g as usize];
         if up {
             h.probe_due = None;
             self.stats[g as usize].marked_up += 1;
@@ -2401,6 +2413,11 @@ impl Proxy {
                 out.mail(s, ProxyMail::GatewayState { gateway: g, up });
             }
         }
+    }
+
+    /// Recounts [`Proxy::owned_down`] (after a gateway went up or down: rare).
+    fn count_owned_down(&mut self) {
+        self.owned_down = self.health.iter().filter(|h| h.owner && !h.up).count();
     }
 
     fn on_probe_result<O: ProxyOut>(
@@ -2428,12 +2445,15 @@ impl Proxy {
     /// Earliest time [`Proxy::on_timers`] has work (probes of down gateways this shard owns,
     /// the next call to reach `max_call_duration`).
     pub fn next_deadline(&self) -> Option<Millis> {
-        let probes = self
-            .health
-            .iter()
-            .filter(|h| h.owner && !h.up && !h.probe_pending)
-            .filter_map(|h| h.probe_due)
-            .min();
+        let probes = if self.owned_down == 0 {
+            None
+        } else {
+            self.health
+                .iter()
+                .filter(|h| h.owner && !h.up && !h.probe_pending)
+                .filter_map(|h| h.probe_due)
+                .min()
+        };
         match (probes, self.dur_deadline()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -2453,7 +2473,13 @@ impl Proxy {
                 _ => break,
             }
         }
-        for g in 0..self.health.len() {
+        // Probes go only to down gateways this shard owns.
+        let gateways = if self.owned_down == 0 {
+            0
+        } else {
+            self.health.len()
+        };
+        for g in 0..gateways {
             let h = &self.health[g];
             let due = h.owner && !h.up && !h.probe_pending && h.probe_due.is_some_and(|d| d <= now);
             if !due {
@@ -2763,6 +2789,30 @@ impl Proxy {
                 self.emit_cdr(i as u32);
             }
         }
+    }
+}
+
+/// Which of the headers the proxy looks for a request has, found in one pass over its headers
+/// (most requests have neither, and then nothing else looks).
+struct HeaderKinds {
+    route: bool,
+    proxy_require: bool,
+}
+
+impl HeaderKinds {
+    fn of(msg: &Message) -> HeaderKinds {
+        let mut k = HeaderKinds {
+            route: false,
+            proxy_require: false,
+        };
+        for h in msg.headers() {
+            match h.kind {
+                HeaderKind::Route => k.route = true,
+                HeaderKind::ProxyRequire => k.proxy_require = true,
+                _ => {}
+            }
+        }
+        k
     }
 }
 
