@@ -276,3 +276,32 @@ fn an_unwritable_path_loses_records_with_a_count_and_no_panic() {
     let report = w.finish();
     assert_eq!((report.written, report.lost), (0, 5));
 }
+
+#[test]
+fn written_records_come_back_to_the_shards_for_reuse() {
+    let dir = TempDir::new("cdr-used");
+    let writer = CdrWriter::start(settings(&dir.0, 0), WallClock::new(0)).unwrap();
+    let tx = writer.sender();
+    assert!(tx.is_enabled());
+    assert!(tx.used().is_none(), "nothing written yet");
+    for i in 0..3 {
+        assert_eq!(tx.emit(record(i)), Emitted::Queued);
+    }
+    // The writer wakes every 100 ms; each record it wrote comes back, as it was.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut back = Vec::new();
+    while back.len() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "records not handed back: {back:?}"
+        );
+        match tx.used() {
+            Some(r) => back.push(r.call_id),
+            None => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+    assert_eq!(back, ["call-0,\"x\"@host", "call-1@host", "call-2@host"]);
+    assert_eq!(writer.finish().written, 3);
+    assert!(!CdrSender::disabled().is_enabled());
+    assert!(CdrSender::disabled().used().is_none());
+}

@@ -1,12 +1,14 @@
 //! A call through the proxy core in steady state allocates only its CDR record (7 heap blocks
 //! for one attempt: Call-ID, caller, callee, identity, the attempts list, the attempt's target
-//! and called number). Only the dispatcher's calls on the test's own thread are counted; the
+//! and called number), and nothing at all when the CDR writer hands its used records back (as
+//! the real writer does). Only the dispatcher's calls on the test's own thread are counted; the
 //! test's own message building is not.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::net::SocketAddr;
 
+use sipshard::cdr::CdrSender;
 use sipshard::config::Config;
 use sipshard::dispatch::{Core, Dispatcher, Mail, Outbox, Shared};
 
@@ -107,13 +109,40 @@ fn response(req: &str, status: &str, tag: Option<&str>) -> String {
 
 #[test]
 fn a_steady_state_call_allocates_only_its_cdr() {
+    let steady = calls(false);
+    let max = *steady.iter().max().unwrap();
+    assert!(
+        (1..=7).contains(&max),
+        "allocations per call in steady state: {steady:?}"
+    );
+}
+
+#[test]
+fn with_records_handed_back_a_steady_state_call_allocates_nothing() {
+    let steady = calls(true);
+    assert!(
+        steady.iter().all(|&n| n == 0),
+        "allocations per call in steady state: {steady:?}"
+    );
+}
+
+/// Allocations of each of the last 100 of 400 calls; `recycle`: a CDR writer stand-in takes each
+/// record and hands it back for reuse.
+fn calls(recycle: bool) -> Vec<u64> {
     let config = Config::from_toml_str(
         "[[gateways]]\nname = \"gw1\"\naddress = \"192.0.2.1:5080\"\n\
          [[routes]]\nprefix = \"\"\ngateways = [\"gw1\"]\n\
          [[peers]]\nname = \"carrier\"\naddress = \"198.51.100.1\"\n",
     )
     .unwrap();
-    let shared = Shared::new(&config, [1; 32], 5).unwrap();
+    let mut shared = Shared::new(&config, [1; 32], 5).unwrap();
+    let (tx, rx) = crossbeam_channel::bounded(1000);
+    let (used_tx, used_rx) = crossbeam_channel::bounded(16);
+    shared.cdr = if recycle {
+        CdrSender::with_used(tx, used_rx)
+    } else {
+        CdrSender::new(tx)
+    };
     let mut d = Dispatcher::new(0, 1, &config, &shared, 0);
     d.set_local_addr("203.0.113.1:5060".parse().unwrap());
     let mut out = Ring {
@@ -160,9 +189,12 @@ CSeq: {cseq} {m}\r\nContent-Length: 0\r\n\r\n"
         out.last_to(caller, "SIP/2.0 200");
         n += counted(|| d.on_timers(now, &mut out));
         per_call.push(n);
+        if recycle {
+            let r = rx.try_recv().expect("the call's CDR");
+            assert_eq!(r.call_id, id);
+            used_tx.try_send(r).unwrap();
+        }
     }
     // Warm-up: slabs, tables and buffers grow until the oldest lingering transactions end.
-    let steady = &per_call[300..];
-    let max = *steady.iter().max().unwrap();
-    assert!(max <= 7, "allocations per call in steady state: {steady:?}");
+    per_call.split_off(300)
 }

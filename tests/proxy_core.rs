@@ -44,6 +44,8 @@ struct H {
     out: Rec,
     now: Millis,
     cdr: Receiver<CdrRecord>,
+    /// Records handed back to the proxy for reuse, as the CDR writer does.
+    used: crossbeam_channel::Sender<CdrRecord>,
 }
 
 const BASE: &str = "[[gateways]]\nname = \"gw1\"\naddress = \"192.0.2.1:5080\"\n\
@@ -60,7 +62,8 @@ impl H {
         let config = Config::from_toml_str(toml).expect("config");
         let mut shared = Shared::new(&config, [3; 32], 77).unwrap();
         let (tx, rx) = crossbeam_channel::bounded(100);
-        shared.cdr = CdrSender::new(tx);
+        let (used_tx, used_rx) = crossbeam_channel::bounded(100);
+        shared.cdr = CdrSender::with_used(tx, used_rx);
         let mut d = Dispatcher::new(0, 1, &config, &shared, 0);
         d.set_local_addr(addr(LOCAL));
         H {
@@ -68,6 +71,7 @@ impl H {
             out: Rec::default(),
             now: 0,
             cdr: rx,
+            used: used_tx,
         }
     }
 
@@ -112,8 +116,13 @@ impl H {
             .unwrap_or_else(|| panic!("nothing starting with {start:?} sent to {to}"))
     }
 
+    /// The next CDR; the record itself goes back to the proxy for reuse (as the writer does),
+    /// so the next call's CDR overwrites it.
     fn cdr(&self) -> CdrRecord {
-        self.cdr.try_recv().expect("a CDR")
+        let r = self.cdr.try_recv().expect("a CDR");
+        let copy = r.clone();
+        self.used.try_send(r).expect("room for a used record");
+        copy
     }
 
     fn counter(&self, name: &str) -> u64 {
@@ -479,6 +488,82 @@ fn digest_on_invite_407_then_accepted() {
     assert!(h.last_to(phone, "SIP/2.0 403").contains("Call-ID: c10"));
     assert_eq!(h.counter("calls_forbidden"), 1);
     assert_eq!(h.counter("calls_challenged"), 1);
+}
+
+/// The proxy reuses records the writer is done with: every field of the next call's CDR is
+/// overwritten (fewer attempts, no answer, no identity), nothing of the last call shows.
+#[test]
+fn reused_cdr_records_carry_nothing_of_the_previous_call() {
+    let mut h = H::new("[routing]\ninvite_auth = false\n");
+    // Call 1: gw1 503 (failover), gw2 answers, caller hangs up.
+    h.recv(CALLER, &invite("first-call-with-a-long-id", "15551234", ""));
+    let inv = h.last_to(GW1, "INVITE");
+    h.now = 40;
+    h.recv(GW1, &response(&inv, "503 Service Unavailable", Some("x")));
+    let inv2 = h.last_to(GW2, "INVITE");
+    h.now = 100;
+    h.recv(GW2, &response(&inv2, "200 OK", Some("g2")));
+    h.now = 200;
+    h.recv(
+        CALLER,
+        &in_dialog("ACK", "first-call-with-a-long-id", "g2", 1, "a1"),
+    );
+    h.now = 5_000;
+    h.recv(
+        CALLER,
+        &in_dialog("BYE", "first-call-with-a-long-id", "g2", 2, "b1"),
+    );
+    let first = h.cdr();
+    assert_eq!(first.attempts.len(), 2);
+    assert_eq!(first.answer, Some(100));
+    assert_eq!(first.caller_identity, "peer:carrier");
+    // Call 2: refused (403) from an unknown source: the reused record has no attempts.
+    h.now = 6_000;
+    h.recv("198.51.100.50:5060", &invite("c2", "1555", ""));
+    let second = h.cdr();
+    let expect = CdrRecord {
+        call_id: "c2".into(),
+        caller: "alice".into(),
+        callee: "1555".into(),
+        source: addr("198.51.100.50:5060"),
+        caller_identity: String::new(),
+        start: 6_000,
+        answer: None,
+        end: 6_000,
+        attempts: Vec::new(),
+        final_status: 403,
+        end_reason: EndReason::Forbidden,
+    };
+    assert_eq!(second, expect);
+    // Call 3: one attempt, busy.
+    h.now = 7_000;
+    h.recv(CALLER, &invite("c3", "42", ""));
+    let inv = h.last_to(GW1, "INVITE");
+    h.now = 7_030;
+    h.recv(GW1, &response(&inv, "486 Busy Here", Some("x")));
+    let third = h.cdr();
+    let expect = CdrRecord {
+        call_id: "c3".into(),
+        caller: "alice".into(),
+        callee: "42".into(),
+        source: addr(CALLER),
+        caller_identity: "peer:carrier".into(),
+        start: 7_000,
+        answer: None,
+        end: 7_030,
+        attempts: vec![sipshard::cdr::CdrAttempt {
+            target: "gw1".into(),
+            destination: addr(GW1),
+            called: "42".into(),
+            started: 7_000,
+            ended: 7_030,
+            outcome: AttemptOutcome::Rejected(486),
+        }],
+        final_status: 486,
+        end_reason: EndReason::Rejected,
+    };
+    assert_eq!(third, expect);
+    assert_eq!(h.counter("cdr_emitted"), 3);
 }
 
 #[test]

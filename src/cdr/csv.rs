@@ -1,12 +1,15 @@
 //! The CDR file format: one CSV row per call (RFC 4180), documented in docs/operations.md.
 //!
-//! Owns: the column list ([`HEADER`]), turning a [`CdrRecord`] into one row ([`write_row`]), the
-//! encoding of the attempts column, the wall-clock conversion of the shards' monotonic `Millis`
-//! ([`WallClock`]) and a small reader for the format ([`parse_csv`], for tests and tools).
+//! Owns: the column list ([`HEADER`]), turning a [`CdrRecord`] into one row ([`RowFormatter`],
+//! by hand into a reused byte buffer, with the date of the last second cached; [`write_row`] is
+//! the one-off convenience), the encoding of the attempts column, the wall-clock conversion of
+//! the shards' monotonic `Millis` ([`WallClock`]) and a small reader for the format
+//! ([`parse_csv`], for tests and tools).
 //! Must not: read a clock or touch files: the writer thread (`cdr::writer`) passes the wall time of
 //! the shards' `Millis` epoch in and does the I/O.
 
 use std::fmt::Write as _;
+use std::net::SocketAddr;
 
 use super::{AttemptOutcome, CdrAttempt, CdrRecord, EndReason};
 use crate::timer::Millis;
@@ -128,70 +131,247 @@ pub fn push_field(out: &mut String, s: &str) {
     out.push('"');
 }
 
-/// Appends `s` with `%`, `:`, `|` and control characters percent-encoded (`%25`, `%3A`, `%7C`,
-/// `%0D`...), so they cannot be mistaken for the attempts column's separators.
-fn push_sub(out: &mut String, s: &str) {
-    for c in s.chars() {
-        if matches!(c, '%' | ':' | '|') || c.is_ascii_control() {
-            let _ = write!(out, "%{:02X}", c as u32);
-        } else {
-            out.push(c);
-        }
-    }
-}
-
 /// The attempts column (before CSV quoting): attempts in order, separated by `|`, each
 /// `target:destination:outcome:called:started_ms:ended_ms`, where the times are milliseconds
 /// after the call's start. `target` and `called` are percent-encoded (see [`push_sub`]); the
 /// destination is `IP:PORT` or `[IPv6]:PORT`, so a reader takes the first field up to the first
 /// `:` and the last four from the right.
 pub fn attempts_text(start: Millis, attempts: &[CdrAttempt]) -> String {
-    let mut out = String::new();
-    for (i, a) in attempts.iter().enumerate() {
-        if i > 0 {
-            out.push('|');
-        }
-        push_sub(&mut out, &a.target);
-        let _ = write!(out, ":{}:{}:", a.destination, outcome_text(a.outcome));
-        push_sub(&mut out, &a.called);
-        let _ = write!(
-            out,
-            ":{}:{}",
-            a.started.saturating_sub(start),
-            a.ended.saturating_sub(start)
-        );
-    }
-    out
+    let mut out = Vec::new();
+    push_attempts(&mut out, start, attempts);
+    String::from_utf8(out).expect("built from UTF-8 text and ASCII")
 }
 
-/// Appends one row (with its `\n`) for `r`, times converted with `wall`.
-pub fn write_row(out: &mut String, r: &CdrRecord, wall: &WallClock) {
-    push_field(out, &r.call_id);
-    out.push(',');
-    push_field(out, &r.caller);
-    out.push(',');
-    push_field(out, &r.callee);
-    out.push(',');
-    let _ = write!(out, "{}", r.source);
-    out.push(',');
-    push_field(out, &r.caller_identity);
-    out.push(',');
-    push_utc(out, wall.unix_ms(r.start));
-    out.push(',');
-    if let Some(a) = r.answer {
-        push_utc(out, wall.unix_ms(a));
+/// Appends the attempts column (before CSV quoting) to `out`: see [`attempts_text`].
+fn push_attempts(out: &mut Vec<u8>, start: Millis, attempts: &[CdrAttempt]) {
+    for (i, a) in attempts.iter().enumerate() {
+        if i > 0 {
+            out.push(b'|');
+        }
+        push_sub(out, a.target.as_bytes());
+        out.push(b':');
+        push_addr(out, a.destination);
+        out.push(b':');
+        match a.outcome {
+            AttemptOutcome::Rejected(status) => push_u64(out, u64::from(status)),
+            o => out.extend_from_slice(outcome_text(o).as_bytes()),
+        }
+        out.push(b':');
+        push_sub(out, a.called.as_bytes());
+        out.push(b':');
+        push_u64(out, a.started.saturating_sub(start));
+        out.push(b':');
+        push_u64(out, a.ended.saturating_sub(start));
     }
-    out.push(',');
-    push_utc(out, wall.unix_ms(r.end));
-    let _ = write!(
-        out,
-        ",{},{},{},",
-        r.duration_ms(),
-        r.final_status,
-        end_reason_name(r.end_reason)
-    );
-    push_field(out, &attempts_text(r.start, &r.attempts));
-    out.push('\n');
+}
+
+/// Appends `s` with `%`, `:`, `|` and control characters percent-encoded (`%25`, `%3A`, `%7C`,
+/// `%0D`...), so they cannot be mistaken for the attempts column's separators. Those are all
+/// ASCII, so encoding the bytes of UTF-8 text one by one is encoding its characters.
+fn push_sub(out: &mut Vec<u8>, s: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut from = 0;
+    for (i, &b) in s.iter().enumerate() {
+        if CLASS[usize::from(b)] & SUB != 0 {
+            out.extend_from_slice(&s[from..i]);
+            out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]]);
+            from = i + 1;
+        }
+    }
+    out.extend_from_slice(&s[from..]);
+}
+
+/// [`CLASS`] bits: a byte that makes a CSV field quoted (`,` `"` CR LF), a byte the attempts
+/// column percent-encodes (`%` `:` `|` and ASCII controls).
+const QUOTE: u8 = 1;
+const SUB: u8 = 2;
+static CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        if matches!(c, b',' | b'"' | b'\r' | b'\n') {
+            t[b] |= QUOTE;
+        }
+        if matches!(c, b'%' | b':' | b'|') || c.is_ascii_control() {
+            t[b] |= SUB;
+        }
+        b += 1;
+    }
+    t
+};
+
+/// As [`push_field`], on bytes (the bytes it looks for are ASCII).
+fn push_field_bytes(out: &mut Vec<u8>, s: &[u8]) {
+    let needs = s.iter().any(|&b| CLASS[usize::from(b)] & QUOTE != 0)
+        || s.first() == Some(&b' ')
+        || s.last() == Some(&b' ');
+    if !needs {
+        out.extend_from_slice(s);
+        return;
+    }
+    out.push(b'"');
+    let mut from = 0;
+    for (i, &b) in s.iter().enumerate() {
+        if b == b'"' {
+            out.extend_from_slice(&s[from..=i]);
+            out.push(b'"');
+            from = i + 1;
+        }
+    }
+    out.extend_from_slice(&s[from..]);
+    out.push(b'"');
+}
+
+/// Appends `n` in decimal.
+fn push_u64(out: &mut Vec<u8>, n: u64) {
+    // Most numbers here are below 1000 (octets, statuses, milliseconds): no loop for them.
+    let d = |v: u64| b'0' + (v % 10) as u8;
+    if n < 10 {
+        out.push(d(n));
+    } else if n < 100 {
+        out.extend_from_slice(&[d(n / 10), d(n)]);
+    } else if n < 1000 {
+        out.extend_from_slice(&[d(n / 100), d(n / 10), d(n)]);
+    } else {
+        let mut digits = [0u8; 20];
+        let mut i = digits.len();
+        let mut n = n;
+        while n > 0 {
+            i -= 1;
+            digits[i] = d(n);
+            n /= 10;
+        }
+        out.extend_from_slice(&digits[i..]);
+    }
+}
+
+/// Appends `addr` as `Display` writes it (`IP:PORT`, `[IPv6]:PORT`); IPv4 by hand.
+fn push_addr(out: &mut Vec<u8>, addr: SocketAddr) {
+    match addr {
+        SocketAddr::V4(a) => {
+            let [a0, a1, a2, a3] = a.ip().octets();
+            for (i, o) in [a0, a1, a2, a3].into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                push_u64(out, u64::from(o));
+            }
+            out.push(b':');
+            push_u64(out, u64::from(a.port()));
+        }
+        SocketAddr::V6(_) => {
+            use std::io::Write as _;
+            let _ = write!(out, "{addr}");
+        }
+    }
+}
+
+/// Formats CDR rows by hand (no `core::fmt` on the way of an IPv4 row) into a caller-owned byte
+/// buffer. Keeps the `YYYY-MM-DDTHH:MM:SS.` text of the last second it wrote, so the rows of
+/// one second compute their date once; and a scratch buffer for the attempts column.
+/// The bytes are exactly those of [`write_row`]'s documented format (docs/operations.md).
+#[derive(Clone, Debug)]
+pub struct RowFormatter {
+    wall: WallClock,
+    /// The Unix second of `date` (`u64::MAX`: none yet).
+    second: u64,
+    date: [u8; 20],
+    attempts: Vec<u8>,
+}
+
+impl RowFormatter {
+    /// A formatter converting the shards' `Millis` with `wall`.
+    pub fn new(wall: WallClock) -> Self {
+        RowFormatter {
+            wall,
+            second: u64::MAX,
+            date: [0; 20],
+            attempts: Vec::with_capacity(128),
+        }
+    }
+
+    /// Appends one row (with its `\n`) for `r`.
+    pub fn write_row(&mut self, out: &mut Vec<u8>, r: &CdrRecord) {
+        push_field_bytes(out, r.call_id.as_bytes());
+        out.push(b',');
+        push_field_bytes(out, r.caller.as_bytes());
+        out.push(b',');
+        push_field_bytes(out, r.callee.as_bytes());
+        out.push(b',');
+        push_addr(out, r.source);
+        out.push(b',');
+        push_field_bytes(out, r.caller_identity.as_bytes());
+        out.push(b',');
+        self.push_time(out, r.start);
+        out.push(b',');
+        if let Some(a) = r.answer {
+            self.push_time(out, a);
+        }
+        out.push(b',');
+        self.push_time(out, r.end);
+        out.push(b',');
+        push_u64(out, r.duration_ms());
+        out.push(b',');
+        push_u64(out, u64::from(r.final_status));
+        out.push(b',');
+        out.extend_from_slice(end_reason_name(r.end_reason).as_bytes());
+        out.push(b',');
+        let mut attempts = std::mem::take(&mut self.attempts);
+        attempts.clear();
+        push_attempts(&mut attempts, r.start, &r.attempts);
+        push_field_bytes(out, &attempts);
+        self.attempts = attempts;
+        out.push(b'\n');
+    }
+
+    /// Appends the shard time `at` as `YYYY-MM-DDTHH:MM:SS.mmmZ` (as [`push_utc`]).
+    fn push_time(&mut self, out: &mut Vec<u8>, at: Millis) {
+        let ms = self.wall.unix_ms(at);
+        let second = ms / 1000;
+        if second != self.second {
+            let (y, mo, d, h, mi, s) = civil(second);
+            if y > 9999 {
+                // Wider than four digits: rare enough for core::fmt.
+                let mut text = String::with_capacity(32);
+                push_utc(&mut text, ms);
+                out.extend_from_slice(text.as_bytes());
+                return;
+            }
+            let two = |v: u64| [b'0' + (v / 10) as u8, b'0' + (v % 10) as u8];
+            let t = &mut self.date;
+            t[..2].copy_from_slice(&two(y / 100));
+            t[2..4].copy_from_slice(&two(y % 100));
+            t[4] = b'-';
+            t[5..7].copy_from_slice(&two(mo));
+            t[7] = b'-';
+            t[8..10].copy_from_slice(&two(d));
+            t[10] = b'T';
+            t[11..13].copy_from_slice(&two(h));
+            t[13] = b':';
+            t[14..16].copy_from_slice(&two(mi));
+            t[16] = b':';
+            t[17..19].copy_from_slice(&two(s));
+            t[19] = b'.';
+            self.second = second;
+        }
+        let m = ms % 1000;
+        out.extend_from_slice(&self.date);
+        out.extend_from_slice(&[
+            b'0' + (m / 100) as u8,
+            b'0' + (m / 10 % 10) as u8,
+            b'0' + (m % 10) as u8,
+            b'Z',
+        ]);
+    }
+}
+
+/// Appends one row (with its `\n`) for `r`, times converted with `wall` (a one-off
+/// [`RowFormatter`]; the writer keeps one).
+pub fn write_row(out: &mut String, r: &CdrRecord, wall: &WallClock) {
+    let mut row = Vec::with_capacity(256);
+    RowFormatter::new(*wall).write_row(&mut row, r);
+    out.push_str(std::str::from_utf8(&row).expect("built from UTF-8 text and ASCII"));
 }
 
 /// Reads CSV text (RFC 4180: quoted fields may hold `,`, `""` and line ends) into rows of fields.
@@ -252,6 +432,88 @@ pub fn parse_csv(text: &str) -> Vec<Vec<String>> {
 mod tests {
     use super::*;
     use crate::cdr::{AttemptOutcome, CdrAttempt};
+
+    /// The formatter as it was before [`RowFormatter`] (core::fmt), kept to check that the
+    /// hand-written one writes the same bytes.
+    mod reference {
+        use super::super::*;
+
+        fn push_field(out: &mut String, s: &str) {
+            let needs = s.bytes().any(|b| matches!(b, b',' | b'"' | b'\r' | b'\n'))
+                || s.starts_with(' ')
+                || s.ends_with(' ');
+            if !needs {
+                out.push_str(s);
+                return;
+            }
+            out.push('"');
+            for c in s.chars() {
+                if c == '"' {
+                    out.push('"');
+                }
+                out.push(c);
+            }
+            out.push('"');
+        }
+
+        fn push_sub(out: &mut String, s: &str) {
+            for c in s.chars() {
+                if matches!(c, '%' | ':' | '|') || c.is_ascii_control() {
+                    let _ = write!(out, "%{:02X}", c as u32);
+                } else {
+                    out.push(c);
+                }
+            }
+        }
+
+        pub fn attempts_text(start: Millis, attempts: &[CdrAttempt]) -> String {
+            let mut out = String::new();
+            for (i, a) in attempts.iter().enumerate() {
+                if i > 0 {
+                    out.push('|');
+                }
+                push_sub(&mut out, &a.target);
+                let _ = write!(out, ":{}:{}:", a.destination, outcome_text(a.outcome));
+                push_sub(&mut out, &a.called);
+                let _ = write!(
+                    out,
+                    ":{}:{}",
+                    a.started.saturating_sub(start),
+                    a.ended.saturating_sub(start)
+                );
+            }
+            out
+        }
+
+        pub fn write_row(out: &mut String, r: &CdrRecord, wall: &WallClock) {
+            push_field(out, &r.call_id);
+            out.push(',');
+            push_field(out, &r.caller);
+            out.push(',');
+            push_field(out, &r.callee);
+            out.push(',');
+            let _ = write!(out, "{}", r.source);
+            out.push(',');
+            push_field(out, &r.caller_identity);
+            out.push(',');
+            push_utc(out, wall.unix_ms(r.start));
+            out.push(',');
+            if let Some(a) = r.answer {
+                push_utc(out, wall.unix_ms(a));
+            }
+            out.push(',');
+            push_utc(out, wall.unix_ms(r.end));
+            let _ = write!(
+                out,
+                ",{},{},{},",
+                r.duration_ms(),
+                r.final_status,
+                end_reason_name(r.end_reason)
+            );
+            push_field(out, &attempts_text(r.start, &r.attempts));
+            out.push('\n');
+        }
+    }
 
     fn record() -> CdrRecord {
         CdrRecord {
@@ -451,6 +713,160 @@ mod tests {
         let names: std::collections::HashSet<_> =
             reasons.iter().map(|&r| end_reason_name(r)).collect();
         assert_eq!(names.len(), reasons.len());
+    }
+
+    /// Many records, every field varied (escapes, IPv6 with scope, every outcome and end reason,
+    /// missing answer, times that go back, cross seconds, days and years, beyond year 9999):
+    /// one reused `RowFormatter` writes exactly what the core::fmt formatter wrote.
+    #[test]
+    fn hand_formatter_writes_the_same_bytes_as_the_fmt_formatter() {
+        use AttemptOutcome::*;
+        let texts = [
+            "",
+            "1001",
+            "abc@10.0.0.1",
+            "a,b",
+            "say \"hi\"",
+            " lead",
+            "trail ",
+            "line\r\nbreak",
+            "gw:1|x%",
+            "tab\there\u{7f}",
+            "Müller→☎",
+            "\"",
+            ",",
+            "peer:loadgen",
+        ];
+        let addrs: [SocketAddr; 6] = [
+            "127.0.0.1:5061".parse().unwrap(),
+            "0.0.0.0:0".parse().unwrap(),
+            "255.255.255.255:65535".parse().unwrap(),
+            "10.20.30.40:5060".parse().unwrap(),
+            "[::1]:5090".parse().unwrap(),
+            "[fe80::1%7]:5060".parse().unwrap(),
+        ];
+        let outcomes = [
+            Answered,
+            Rejected(486),
+            Rejected(0),
+            Rejected(65535),
+            NoResponse,
+            TryingTimeout,
+            RingingTimeout,
+            CancelledByCaller,
+            CancelledByFork,
+            Shutdown,
+        ];
+        let reasons = [
+            EndReason::CallerHangup,
+            EndReason::CalleeHangup,
+            EndReason::CallerCancel,
+            EndReason::NoAnswer,
+            EndReason::Rejected,
+            EndReason::NoRoute,
+            EndReason::Forbidden,
+            EndReason::AllGatewaysFailed,
+            EndReason::NotRegistered,
+            EndReason::Shutdown,
+            EndReason::MaxDuration,
+        ];
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        let epochs = [0, 1_795_244_370_000, 951_868_799_500, 253_402_300_799_000];
+        for &epoch in &epochs {
+            let wall = WallClock::new(epoch);
+            let mut fast = RowFormatter::new(wall);
+            let mut start: Millis = 0;
+            for _ in 0..600 {
+                // Mostly forward in small steps (the cache is hit), sometimes far, sometimes back.
+                start = match next(10) {
+                    0 => start.saturating_sub(next(5_000) as u64),
+                    1 => start + 86_400_000 * next(400) as u64,
+                    _ => start + next(1_500) as u64,
+                };
+                let attempts = (0..next(4))
+                    .map(|_| CdrAttempt {
+                        target: texts[next(texts.len())].into(),
+                        destination: addrs[next(addrs.len())],
+                        called: texts[next(texts.len())].into(),
+                        started: start + next(3) as u64 * 1000,
+                        ended: (start + next(100_000) as u64).saturating_sub(500),
+                        outcome: outcomes[next(outcomes.len())],
+                    })
+                    .collect();
+                let r = CdrRecord {
+                    call_id: texts[next(texts.len())].into(),
+                    caller: texts[next(texts.len())].into(),
+                    callee: texts[next(texts.len())].into(),
+                    source: addrs[next(addrs.len())],
+                    caller_identity: texts[next(texts.len())].into(),
+                    start,
+                    answer: (next(3) > 0).then(|| start + next(20_000) as u64),
+                    end: start + next(3_600_000) as u64,
+                    attempts,
+                    final_status: [0, 200, 487, 503, 699][next(5)],
+                    end_reason: reasons[next(reasons.len())],
+                };
+                let mut old = String::new();
+                reference::write_row(&mut old, &r, &wall);
+                let mut new = Vec::new();
+                fast.write_row(&mut new, &r);
+                assert_eq!(std::str::from_utf8(&new).unwrap(), old, "{r:?}");
+                assert_eq!(
+                    attempts_text(r.start, &r.attempts),
+                    reference::attempts_text(r.start, &r.attempts)
+                );
+            }
+        }
+        // The far end of the clock: years wider than four digits, and the saturated maximum.
+        for epoch in [253_402_300_799_999, u64::MAX - 10] {
+            let wall = WallClock::new(epoch);
+            let mut fast = RowFormatter::new(wall);
+            let mut r = record();
+            r.start = 0;
+            for end in [0, 1, 2, 1_000, 1_001, 100_000] {
+                r.end = end;
+                let mut old = String::new();
+                reference::write_row(&mut old, &r, &wall);
+                let mut new = Vec::new();
+                fast.write_row(&mut new, &r);
+                assert_eq!(std::str::from_utf8(&new).unwrap(), old);
+            }
+        }
+    }
+
+    #[test]
+    fn reused_formatter_follows_the_second_and_appends() {
+        let wall = WallClock::new(1_795_244_370_000);
+        let mut f = RowFormatter::new(wall);
+        let mut r = record();
+        r.attempts.clear();
+        r.answer = None;
+        let mut out = Vec::new();
+        for (start, end) in [(999, 999), (1_000, 1_999), (2_000, 2_000), (0, 86_400_000)] {
+            r.start = start;
+            r.end = end;
+            f.write_row(&mut out, &r);
+        }
+        let text = String::from_utf8(out).unwrap();
+        let rows = parse_csv(&text);
+        let times: Vec<(&str, &str)> = rows.iter().map(|r| (&r[5][..], &r[7][..])).collect();
+        assert_eq!(
+            times,
+            [
+                ("2026-11-21T06:59:30.999Z", "2026-11-21T06:59:30.999Z"),
+                ("2026-11-21T06:59:31.000Z", "2026-11-21T06:59:31.999Z"),
+                ("2026-11-21T06:59:32.000Z", "2026-11-21T06:59:32.000Z"),
+                ("2026-11-21T06:59:30.000Z", "2026-11-22T06:59:30.000Z"),
+            ]
+        );
+        assert!(text.ends_with(",0,200,caller_hangup,\n"), "{text}");
+        assert_eq!(text.lines().count(), 4);
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! Call detail records: what one call was, as the proxy core reports it when the call ends.
 //!
 //! Owns: the record types (`CdrRecord`, its attempts, outcomes and end reasons) and `CdrSender`,
-//! the non-blocking hand-off from a shard to the CDR writer, and the CSV format ([`csv`]).
+//! the non-blocking hand-off from a shard to the CDR writer (and back: records the writer is done
+//! with return to the shards, which overwrite them, so a record costs no allocation in steady
+//! state), and the CSV format ([`csv`]).
 //! [`writer`] is the exception: it is runtime (a thread that owns the files), used by `server`;
 //! so is [`recent`] (the ring of recent calls the writer fills for the admin thread).
 //! Must not (outside `writer`): block a shard (a full queue drops the record and says so), read a clock (times are
@@ -16,7 +18,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crossbeam_channel::{Sender, TrySendError};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use crate::timer::Millis;
 
@@ -105,7 +107,38 @@ pub struct CdrRecord {
     pub end_reason: EndReason,
 }
 
+impl CdrAttempt {
+    /// An attempt with empty texts (to be overwritten).
+    pub fn blank() -> CdrAttempt {
+        CdrAttempt {
+            target: String::new(),
+            destination: SocketAddr::from(([0, 0, 0, 0], 0)),
+            called: String::new(),
+            started: 0,
+            ended: 0,
+            outcome: AttemptOutcome::Shutdown,
+        }
+    }
+}
+
 impl CdrRecord {
+    /// A record with empty texts and no attempts (to be overwritten).
+    pub fn blank() -> CdrRecord {
+        CdrRecord {
+            call_id: String::new(),
+            caller: String::new(),
+            callee: String::new(),
+            source: SocketAddr::from(([0, 0, 0, 0], 0)),
+            caller_identity: String::new(),
+            start: 0,
+            answer: None,
+            end: 0,
+            attempts: Vec::new(),
+            final_status: 0,
+            end_reason: EndReason::Shutdown,
+        }
+    }
+
     /// Talk time in milliseconds (0 when never answered).
     pub fn duration_ms(&self) -> Millis {
         self.answer.map_or(0, |a| self.end.saturating_sub(a))
@@ -119,7 +152,19 @@ impl CdrRecord {
 #[derive(Clone, Debug, Default)]
 pub struct CdrSender {
     tx: Option<Sender<CdrRecord>>,
+    /// Records the writer is done with (see [`CdrSender::used`]).
+    used: Option<Receiver<CdrRecord>>,
     refused: Arc<AtomicU64>,
+}
+
+/// Sets `dst` to `src` as text (invalid UTF-8 replaced, as `String::from_utf8_lossy`), reusing
+/// `dst`'s buffer.
+pub fn set_text(dst: &mut String, src: &[u8]) {
+    dst.clear();
+    match std::str::from_utf8(src) {
+        Ok(s) => dst.push_str(s),
+        Err(_) => dst.push_str(&String::from_utf8_lossy(src)),
+    }
 }
 
 /// What happened to a record handed to [`CdrSender::emit`].
@@ -137,8 +182,33 @@ impl CdrSender {
     pub fn new(tx: Sender<CdrRecord>) -> Self {
         Self {
             tx: Some(tx),
+            used: None,
             refused: Arc::default(),
         }
+    }
+
+    /// A sender that feeds `tx` and takes the records the writer is done with from `used`
+    /// (see [`CdrSender::used`]).
+    pub fn with_used(tx: Sender<CdrRecord>, used: Receiver<CdrRecord>) -> Self {
+        Self {
+            tx: Some(tx),
+            used: Some(used),
+            refused: Arc::default(),
+        }
+    }
+
+    /// False when there is no writer: a record would only be refused, so there is no need to
+    /// build one.
+    pub fn is_enabled(&self) -> bool {
+        self.tx.is_some()
+    }
+
+    /// A record the writer is done with, when one is waiting: every field still holds its last
+    /// call's values, and the caller overwrites them all, reusing the buffers of its texts and
+    /// attempts (no allocation for a record in steady state, and no free in the writer).
+    /// None: build a new one ([`CdrRecord::blank`]).
+    pub fn used(&self) -> Option<CdrRecord> {
+        self.used.as_ref()?.try_recv().ok()
     }
 
     /// A sender with no writer behind it (tests, or CDRs disabled).

@@ -58,18 +58,24 @@ impl RecentCalls {
         self.wall
     }
 
-    /// Adds `r` as the newest record, dropping the oldest when full.
-    pub fn push(&self, r: CdrRecord) {
+    /// Adds `r` as the newest record, dropping the oldest when full. Returns the record that
+    /// left the ring (or `r` itself with capacity 0) when nothing else holds it (no snapshot), so
+    /// the writer can hand it back to the shards for reuse.
+    pub fn push(&self, r: CdrRecord) -> Option<CdrRecord> {
         if self.capacity == 0 {
-            return;
+            return Some(r);
         }
         let r = Arc::new(r);
         let mut g = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        if g.records.len() >= self.capacity {
-            g.records.pop_front();
-        }
+        let old = if g.records.len() >= self.capacity {
+            g.records.pop_front()
+        } else {
+            None
+        };
         g.records.push_back(r);
         g.pushed += 1;
+        drop(g);
+        old.and_then(|o| Arc::try_unwrap(o).ok())
     }
 
     /// Records held now.
@@ -131,9 +137,21 @@ mod tests {
     }
 
     #[test]
+    fn push_returns_the_record_that_left_unless_a_snapshot_holds_it() {
+        let r = RecentCalls::new(2, WallClock::new(0));
+        assert_eq!(r.push(rec(0)), None);
+        assert_eq!(r.push(rec(1)), None);
+        assert_eq!(r.push(rec(2)).map(|c| c.call_id), Some("c0".into()));
+        let held = r.snapshot();
+        assert_eq!(r.push(rec(3)), None, "c1 is still in the snapshot");
+        drop(held);
+        assert_eq!(r.push(rec(4)).map(|c| c.call_id), Some("c2".into()));
+    }
+
+    #[test]
     fn capacity_zero_keeps_nothing() {
         let r = RecentCalls::new(0, WallClock::new(0));
-        r.push(rec(1));
+        assert_eq!(r.push(rec(1)).map(|c| c.call_id), Some("c1".into()));
         assert!(r.is_empty());
         assert_eq!(r.snapshot().pushed, 0);
     }

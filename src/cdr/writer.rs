@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, Sender};
 
-use super::csv::{self, WallClock};
+use super::csv::{self, RowFormatter, WallClock};
 use super::recent::RecentCalls;
 use super::{CdrRecord, CdrSender};
 use crate::config::CdrConfig;
@@ -32,6 +32,8 @@ pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 pub const DRAIN_INTERVAL: Duration = Duration::from_millis(100);
 /// Buffer in front of the file.
 const BUFFER_BYTES: usize = 64 * 1024;
+/// Records held for reuse by the shards at most (the rest are freed).
+const USED_RECORDS: usize = 1024;
 
 /// What the writer does, from `[cdr]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -130,6 +132,9 @@ pub struct Taps<'a> {
     pub lost: Option<&'a AtomicU64>,
     /// Every record taken off the queue is pushed here (written or lost).
     pub recent: Option<&'a RecentCalls>,
+    /// Records done with (written, and out of the recent-calls ring) go back to the shards here
+    /// for reuse (`CdrSender::used`); dropped when it is full.
+    pub used: Option<&'a Sender<CdrRecord>>,
 }
 
 impl CdrWriter {
@@ -147,7 +152,9 @@ impl CdrWriter {
         recent: Option<RecentCalls>,
     ) -> io::Result<CdrWriter> {
         let (tx, rx) = crossbeam_channel::bounded(settings.queue_capacity.max(1));
-        let sender = CdrSender::new(tx);
+        // Records written (and out of the recent-calls ring) go back to the shards for reuse.
+        let (used_tx, used_rx) = crossbeam_channel::bounded(USED_RECORDS);
+        let sender = CdrSender::with_used(tx, used_rx);
         let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
         let written = Arc::new(AtomicU64::new(0));
         let lost = Arc::new(AtomicU64::new(0));
@@ -160,6 +167,7 @@ impl CdrWriter {
                     written: &w,
                     lost: Some(&l),
                     recent: r.as_ref(),
+                    used: Some(&used_tx),
                 };
                 run_writer_with(&settings, wall, &rx, &stop_rx, &refused_from, taps)
             })?;
@@ -228,6 +236,7 @@ pub fn run_writer(
         written,
         lost: None,
         recent: None,
+        used: None,
     };
     run_writer_with(settings, wall, rx, stop, refused, taps)
 }
@@ -276,7 +285,7 @@ pub fn run_writer_with(
 /// The current file and what the writer counts.
 struct Output<'a> {
     settings: &'a WriterSettings,
-    wall: WallClock,
+    format: RowFormatter,
     file: Option<BufWriter<File>>,
     /// Bytes in the current file (what was there when opened, plus what we wrote).
     size: u64,
@@ -285,7 +294,7 @@ struct Output<'a> {
     opened_at: Instant,
     /// Rows written since the last flush; when the first of them was.
     dirty_since: Option<Instant>,
-    row: String,
+    row: Vec<u8>,
     report: WriterReport,
     taps: Taps<'a>,
     /// The last open/write error was logged (log once per streak of failures).
@@ -296,13 +305,13 @@ impl<'a> Output<'a> {
     fn new(settings: &'a WriterSettings, wall: WallClock, taps: Taps<'a>) -> Self {
         Output {
             settings,
-            wall,
+            format: RowFormatter::new(wall),
             file: None,
             size: 0,
             has_rows: false,
             opened_at: Instant::now(),
             dirty_since: None,
-            row: String::with_capacity(512),
+            row: Vec::with_capacity(512),
             report: WriterReport::default(),
             taps,
             failing: false,
@@ -322,17 +331,22 @@ impl<'a> Output<'a> {
         flush.min(rotate)
     }
 
-    /// Writes `r`, then hands it to the recent-calls ring (if any).
+    /// Writes `r`, then hands it to the recent-calls ring (if any), and the record that is done
+    /// with back to the shards (if they take records back).
     fn take(&mut self, r: CdrRecord) {
         self.write(&r);
-        if let Some(recent) = self.taps.recent {
-            recent.push(r);
+        let done = match self.taps.recent {
+            Some(recent) => recent.push(r),
+            None => Some(r),
+        };
+        if let (Some(used), Some(r)) = (self.taps.used, done) {
+            let _ = used.try_send(r);
         }
     }
 
     fn write(&mut self, r: &CdrRecord) {
         self.row.clear();
-        csv::write_row(&mut self.row, r, &self.wall);
+        self.format.write_row(&mut self.row, r);
         if self.age_due() {
             self.rotate();
         }
@@ -367,7 +381,7 @@ impl<'a> Output<'a> {
             self.open()?;
         }
         let f = self.file.as_mut().expect("opened");
-        f.write_all(self.row.as_bytes())?;
+        f.write_all(&self.row)?;
         self.size += self.row.len() as u64;
         self.has_rows = true;
         self.dirty_since.get_or_insert_with(Instant::now);

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::cdr::{AttemptOutcome, CdrAttempt, CdrRecord, CdrSender, Emitted, EndReason};
+use crate::cdr::{set_text, AttemptOutcome, CdrAttempt, CdrRecord, CdrSender, Emitted, EndReason};
 use crate::config::Config;
 use crate::registrar::accounts::Accounts;
 use crate::registrar::bindings::{aor_key_of_uri, owner_of_aor};
@@ -306,6 +306,9 @@ struct Call {
     /// `From/To/Call-ID/CSeq ... CANCEL` lines for CANCELs of our attempts.
     cancel_tail: Vec<u8>,
     caller_tag: Vec<u8>,
+    /// The CDR's caller: the From URI user (or the whole URI), kept at the start so the CDR
+    /// needs no second parse of the INVITE.
+    cdr_caller: Vec<u8>,
     server: Option<TxId>,
     reply_to: SocketAddr,
     source: SocketAddr,
@@ -363,6 +366,7 @@ impl Call {
             fwd_tail: Vec::new(),
             cancel_tail: Vec::new(),
             caller_tag: Vec::new(),
+            cdr_caller: Vec::new(),
             server: None,
             reply_to: SocketAddr::from(([0, 0, 0, 0], 0)),
             source: SocketAddr::from(([0, 0, 0, 0], 0)),
@@ -446,6 +450,9 @@ pub struct Proxy {
     contacts: Vec<Contact>,
     unique: u64,
     health: Vec<Health>,
+    /// Gateways whose health this shard owns that are down (probed): with none,
+    /// [`Proxy::next_deadline`] need not look at each gateway.
+    owned_down: usize,
     stats: Vec<GatewayCounters>,
     pub counters: ProxyCounters,
     /// Transaction timeouts waiting to be run (see [`Proxy::queue_timeout`]).
@@ -516,6 +523,7 @@ impl Proxy {
             contacts: Vec::new(),
             unique: s.rotate_left(29),
             health,
+            owned_down: 0,
             stats,
             counters: ProxyCounters::default(),
             timeouts: Vec::new(),
@@ -614,6 +622,7 @@ impl Proxy {
         c.fwd_tail.clear();
         c.cancel_tail.clear();
         c.caller_tag.clear();
+        c.cdr_caller.clear();
         c.caller = None;
         c.number.clear();
         c.plan.clear();
@@ -791,7 +800,8 @@ impl Proxy {
             self.reply_stateful(id, msg, src, 482, "Loop Detected", &[], now, tx, out);
             return;
         }
-        if self.bad_extension(id, msg, src, now, tx, out) {
+        let kinds = HeaderKinds::of(msg);
+        if kinds.proxy_require && self.bad_extension(id, msg, src, now, tx, out) {
             return;
         }
         // An upstream trunk's INVITE is trusted like a peer's (a peer configured for the same
@@ -866,13 +876,14 @@ impl Proxy {
         };
         let idx = self.alloc(call_id);
         let u = self.next_unique();
-        let pop = self.first_route_is_ours(msg);
+        let pop = kinds.route && self.first_route_is_ours(msg);
         {
             let c = &mut self.calls[idx as usize];
             c.invite
                 .extend_from_slice(&msg.buf()[..msg.framed_len().min(msg.buf().len())]);
             c.caller_tag
                 .extend_from_slice(msg.from().and_then(|f| f.tag()).unwrap_or_default());
+            c.cdr_caller.extend_from_slice(caller_of(msg));
             c.server = Some(id);
             c.reply_to = reply_to;
             c.source = src;
@@ -1607,19 +1618,23 @@ impl Proxy {
             }
             return;
         }
-        if let Some(id) = id {
+        let kinds = HeaderKinds::of(msg);
+        if let (Some(id), true) = (id, kinds.proxy_require) {
             if self.bad_extension(id, msg, src, now, tx, out) {
                 return;
             }
         }
-        let pop = self.first_route_is_ours(msg);
+        let pop = kinds.route && self.first_route_is_ours(msg);
         let call = self.find(msg.call_id().unwrap_or_default());
         // Next hop: a Route after ours, else the dialog, else a Request-URI with an IP.
-        let mut routes = msg.name_addrs(HeaderKind::Route).skip(usize::from(pop));
-        let by_route = routes
-            .next()
-            .and_then(|r| r.ok())
-            .and_then(|r| uri_address(&r.uri()));
+        let by_route = if kinds.route {
+            msg.name_addrs(HeaderKind::Route)
+                .nth(usize::from(pop))
+                .and_then(|r| r.ok())
+                .and_then(|r| uri_address(&r.uri()))
+        } else {
+            None
+        };
         let from_tag = msg.from().and_then(|f| f.tag()).unwrap_or_default();
         let to_tag = msg.to().and_then(|t| t.tag()).unwrap_or_default();
         let mut from_caller = true;
@@ -1643,10 +1658,6 @@ impl Proxy {
                 Some(c.source)
             }
         });
-        let by_ruri = msg
-            .request_uri()
-            .and_then(|u| uri_address(&u))
-            .filter(|a| Some(*a) != self.local_addr);
         if let (Some(idx), Some(cseq)) = (call, msg.cseq()) {
             if msg.method() != Some(Method::Ack) {
                 let c = &mut self.calls[idx as usize];
@@ -1658,7 +1669,13 @@ impl Proxy {
                 *seen = (*seen).max(cseq.seq);
             }
         }
-        let Some(dst) = by_route.or(by_dialog).or(by_ruri) else {
+        // The Request-URI only when neither gives the next hop.
+        let by_ruri = || {
+            msg.request_uri()
+                .and_then(|u| uri_address(&u))
+                .filter(|a| Some(*a) != self.local_addr)
+        };
+        let Some(dst) = by_route.or(by_dialog).or_else(by_ruri) else {
             self.counters.no_dialog += 1;
             if let Some(id) = id {
                 self.reply_stateful(
@@ -2300,6 +2317,7 @@ impl Proxy {
                     h.up = up;
                     h.suspect = !up;
                 }
+                self.count_owned_down();
             }
             ProxyMail::GatewaySuspect { gateway } => {
                 if let Some(h) = self.health.get_mut(gateway as usize) {
@@ -2382,6 +2400,8 @@ impl Proxy {
     fn set_health<O: ProxyOut>(&mut self, g: GatewayId, up: bool, out: &mut O) {
         let h = &mut self.health[g as usize];
         h.up = up;
+        self.count_owned_down();
+        let h = &mut self.health[g as usize];
         if up {
             h.probe_due = None;
             self.stats[g as usize].marked_up += 1;
@@ -2393,6 +2413,11 @@ impl Proxy {
                 out.mail(s, ProxyMail::GatewayState { gateway: g, up });
             }
         }
+    }
+
+    /// Recounts [`Proxy::owned_down`] (after a gateway went up or down: rare).
+    fn count_owned_down(&mut self) {
+        self.owned_down = self.health.iter().filter(|h| h.owner && !h.up).count();
     }
 
     fn on_probe_result<O: ProxyOut>(
@@ -2420,12 +2445,15 @@ impl Proxy {
     /// Earliest time [`Proxy::on_timers`] has work (probes of down gateways this shard owns,
     /// the next call to reach `max_call_duration`).
     pub fn next_deadline(&self) -> Option<Millis> {
-        let probes = self
-            .health
-            .iter()
-            .filter(|h| h.owner && !h.up && !h.probe_pending)
-            .filter_map(|h| h.probe_due)
-            .min();
+        let probes = if self.owned_down == 0 {
+            None
+        } else {
+            self.health
+                .iter()
+                .filter(|h| h.owner && !h.up && !h.probe_pending)
+                .filter_map(|h| h.probe_due)
+                .min()
+        };
         match (probes, self.dur_deadline()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -2445,7 +2473,13 @@ impl Proxy {
                 _ => break,
             }
         }
-        for g in 0..self.health.len() {
+        // Probes go only to down gateways this shard owns.
+        let gateways = if self.owned_down == 0 {
+            0
+        } else {
+            self.health.len()
+        };
+        for g in 0..gateways {
             let h = &self.health[g];
             let due = h.owner && !h.up && !h.probe_pending && h.probe_due.is_some_and(|d| d <= now);
             if !due {
@@ -2655,47 +2689,51 @@ impl Proxy {
             return;
         }
         c.cdr_done = true;
-        let Ok(msg) = self.parser.parse(&c.invite) else {
+        if !self.cdr.is_enabled() {
+            // No writer: the record would only be refused.
+            self.counters.cdr_refused += 1;
             return;
-        };
+        }
+        let c = &self.calls[idx as usize];
+        // A record the writer is done with, overwritten field by field (its buffers reused).
+        let mut r = self.cdr.used().unwrap_or_else(CdrRecord::blank);
+        set_text(&mut r.call_id, &c.call_id);
+        set_text(&mut r.caller, &c.cdr_caller);
+        set_text(&mut r.callee, &c.number);
+        r.source = c.source;
         let (kind, name): (&str, &str) = match c.caller {
             Some(Caller::Peer(p)) => ("peer:", &self.table.peers[p].name),
             Some(Caller::Account(a)) => ("account:", &self.accounts.get(a).user),
             Some(Caller::Trunk(t)) => ("trunk:", self.trunk_names.get(t).map_or("", |n| &**n)),
             None => ("", ""),
         };
-        let mut identity = String::with_capacity(kind.len() + name.len());
-        identity.push_str(kind);
-        identity.push_str(name);
-        let attempts = c
-            .attempts
-            .iter()
-            .map(|a| CdrAttempt {
-                target: match a.target {
-                    Target::Gateway(g) => self.table.gateways[g as usize].name.to_string(),
-                    Target::Contact => "user".to_string(),
-                },
-                destination: a.dst,
-                called: String::from_utf8_lossy(&a.called).into_owned(),
-                started: a.started,
-                ended: if a.outcome.is_some() { a.ended } else { c.end },
-                outcome: a.outcome.unwrap_or(AttemptOutcome::CancelledByFork),
-            })
-            .collect();
-        let record = CdrRecord {
-            call_id: String::from_utf8_lossy(&c.call_id).into_owned(),
-            caller: caller_of(&msg),
-            callee: String::from_utf8_lossy(&c.number).into_owned(),
-            source: c.source,
-            caller_identity: identity,
-            start: c.start,
-            answer: c.answer,
-            end: c.end,
-            attempts,
-            final_status: c.final_status,
-            end_reason: c.end_reason.unwrap_or(EndReason::Shutdown),
-        };
-        match self.cdr.emit(record) {
+        r.caller_identity.clear();
+        r.caller_identity.reserve(kind.len() + name.len());
+        r.caller_identity.push_str(kind);
+        r.caller_identity.push_str(name);
+        r.start = c.start;
+        r.answer = c.answer;
+        r.end = c.end;
+        r.attempts.truncate(c.attempts.len());
+        for (i, a) in c.attempts.iter().enumerate() {
+            if i == r.attempts.len() {
+                r.attempts.push(CdrAttempt::blank());
+            }
+            let ra = &mut r.attempts[i];
+            ra.target.clear();
+            ra.target.push_str(match a.target {
+                Target::Gateway(g) => &self.table.gateways[g as usize].name,
+                Target::Contact => "user",
+            });
+            ra.destination = a.dst;
+            set_text(&mut ra.called, &a.called);
+            ra.started = a.started;
+            ra.ended = if a.outcome.is_some() { a.ended } else { c.end };
+            ra.outcome = a.outcome.unwrap_or(AttemptOutcome::CancelledByFork);
+        }
+        r.final_status = c.final_status;
+        r.end_reason = c.end_reason.unwrap_or(EndReason::Shutdown);
+        match self.cdr.emit(r) {
             Emitted::Queued => self.counters.cdr_emitted += 1,
             _ => self.counters.cdr_refused += 1,
         }
@@ -2710,23 +2748,26 @@ impl Proxy {
         status: u16,
         why: EndReason,
     ) {
-        let record = CdrRecord {
-            call_id: String::from_utf8_lossy(msg.call_id().unwrap_or_default()).into_owned(),
-            caller: caller_of(msg),
-            callee: String::from_utf8_lossy(
-                msg.request_uri().and_then(|u| u.user()).unwrap_or_default(),
-            )
-            .into_owned(),
-            source: src,
-            caller_identity: String::new(),
-            start: now,
-            answer: None,
-            end: now,
-            attempts: Vec::new(),
-            final_status: status,
-            end_reason: why,
-        };
-        match self.cdr.emit(record) {
+        if !self.cdr.is_enabled() {
+            self.counters.cdr_refused += 1;
+            return;
+        }
+        let mut r = self.cdr.used().unwrap_or_else(CdrRecord::blank);
+        set_text(&mut r.call_id, msg.call_id().unwrap_or_default());
+        set_text(&mut r.caller, caller_of(msg));
+        set_text(
+            &mut r.callee,
+            msg.request_uri().and_then(|u| u.user()).unwrap_or_default(),
+        );
+        r.source = src;
+        r.caller_identity.clear();
+        r.start = now;
+        r.answer = None;
+        r.end = now;
+        r.attempts.clear();
+        r.final_status = status;
+        r.end_reason = why;
+        match self.cdr.emit(r) {
             Emitted::Queued => self.counters.cdr_emitted += 1,
             _ => self.counters.cdr_refused += 1,
         }
@@ -2748,6 +2789,30 @@ impl Proxy {
                 self.emit_cdr(i as u32);
             }
         }
+    }
+}
+
+/// Which of the headers the proxy looks for a request has, found in one pass over its headers
+/// (most requests have neither, and then nothing else looks).
+struct HeaderKinds {
+    route: bool,
+    proxy_require: bool,
+}
+
+impl HeaderKinds {
+    fn of(msg: &Message) -> HeaderKinds {
+        let mut k = HeaderKinds {
+            route: false,
+            proxy_require: false,
+        };
+        for h in msg.headers() {
+            match h.kind {
+                HeaderKind::Route => k.route = true,
+                HeaderKind::ProxyRequire => k.proxy_require = true,
+                _ => {}
+            }
+        }
+        k
     }
 }
 
@@ -2789,12 +2854,13 @@ fn a_is_pending(c: &Call, n: usize) -> bool {
     c.attempts.get(n).is_some_and(|a| a.outcome.is_none())
 }
 
-fn caller_of(msg: &Message) -> String {
+/// The CDR's caller: the From URI user, or the whole URI when it has none.
+fn caller_of<'a>(msg: &Message<'a>) -> &'a [u8] {
     let Some(from) = msg.from() else {
-        return String::new();
+        return b"";
     };
     let uri = from.uri();
-    String::from_utf8_lossy(uri.user().unwrap_or(uri.as_bytes())).into_owned()
+    uri.user().unwrap_or(uri.as_bytes())
 }
 
 fn sent_by_is(via: &crate::sip::Via, local: &[u8]) -> bool {
