@@ -989,6 +989,114 @@ Content-Length: 0\r\n\r\n";
     assert!(c.last_to(phone, "CANCEL").contains(&call2));
 }
 
+/// A lost location lookup (the owner's mailbox was full) does not hold the call forever: after
+/// `LOCATE_TIMEOUT_MS` the caller gets 503 and the CDR says `lookup_timeout`; a lookup answered
+/// in time leaves nothing behind to fire later.
+#[test]
+fn a_lost_location_lookup_fails_the_call_with_503_after_the_timeout() {
+    use sipshard::routing::proxy::LOCATE_TIMEOUT_MS;
+    let config = Config::from_toml_str(&format!(
+        "{BASE}[registrar]\nrequire_auth = \"Off\"\n[[registrar.accounts]]\nuser = \"2001\"\npassword = \"pw\"\n"
+    ))
+    .unwrap();
+    let mut shared = Shared::new(&config, [3; 32], 77).unwrap();
+    let (cdr_tx, cdr_rx) = crossbeam_channel::bounded(10);
+    shared.cdr = CdrSender::new(cdr_tx);
+    let aor_owner = sipshard::registrar::bindings::owner_of_aor(b"2001@203.0.113.1", 2);
+    let caller_shard = 1 - aor_owner;
+    let mut d = Dispatcher::new(caller_shard, 2, &config, &shared, 0);
+    d.set_local_addr(addr(LOCAL));
+    let call_id = (0..100)
+        .map(|i| format!("lost{i}"))
+        .find(|id| sipshard::dispatch::owner_of_call_id(id.as_bytes(), 2) == caller_shard)
+        .unwrap();
+    let mut out = Rec::default();
+    d.on_datagram(
+        0,
+        addr(CALLER),
+        invite(&call_id, "2001", "").as_bytes(),
+        &mut out,
+    );
+    // The lookup went to the owner shard, and is lost: nothing is delivered.
+    assert!(
+        matches!(
+            out.mail.as_slice(),
+            [(s, Mail::Proxy(ProxyMail::Locate { .. }))] if *s == aor_owner
+        ),
+        "one Locate mail to the owner"
+    );
+    out.mail.clear();
+    assert_eq!(d.next_deadline(), Some(LOCATE_TIMEOUT_MS));
+    let finals = |out: &Rec| {
+        out.sent
+            .iter()
+            .filter(|(_, to, m)| *to == addr(CALLER) && m.starts_with("SIP/2.0 5"))
+            .count()
+    };
+    d.on_timers(LOCATE_TIMEOUT_MS - 1, &mut out);
+    assert_eq!(finals(&out), 0, "nothing before the timeout");
+    out.now = LOCATE_TIMEOUT_MS;
+    d.on_timers(LOCATE_TIMEOUT_MS, &mut out);
+    let answer = out
+        .sent
+        .iter()
+        .find(|(_, to, m)| *to == addr(CALLER) && m.starts_with("SIP/2.0 503"))
+        .map(|(t, _, m)| (*t, m.clone()))
+        .expect("503 to the caller");
+    assert_eq!(answer.0, LOCATE_TIMEOUT_MS);
+    assert!(answer.1.contains(&call_id), "{}", answer.1);
+    let r = cdr_rx.try_recv().expect("a CDR");
+    assert_eq!(
+        (r.end_reason, r.final_status),
+        (EndReason::LookupTimeout, 503)
+    );
+    assert!(r.attempts.is_empty());
+    assert_eq!(
+        sipshard::cdr::csv::end_reason_name(r.end_reason),
+        "lookup_timeout"
+    );
+
+    // Answered in time: the Located mail starts the call; the old deadline fires and does
+    // nothing to it.
+    let call2 = (100..200)
+        .map(|i| format!("lost{i}"))
+        .find(|id| sipshard::dispatch::owner_of_call_id(id.as_bytes(), 2) == caller_shard)
+        .unwrap();
+    let t0 = 10_000;
+    out.now = t0;
+    d.on_datagram(
+        t0,
+        addr(CALLER),
+        invite(&call2, "2001", "").as_bytes(),
+        &mut out,
+    );
+    let token = match out.mail.pop() {
+        Some((_, Mail::Proxy(ProxyMail::Locate { token, .. }))) => token,
+        _ => panic!("a Locate mail"),
+    };
+    d.on_mail(
+        t0 + 1,
+        Mail::Proxy(ProxyMail::Located {
+            token,
+            contacts: Vec::new(),
+        }),
+        &mut out,
+    );
+    // No live contact, and the route table takes any number: the call goes to gw1.
+    assert!(out
+        .sent
+        .iter()
+        .any(|(_, to, m)| *to == addr(GW1) && m.starts_with("INVITE") && m.contains(&call2)));
+    d.on_timers(t0 + LOCATE_TIMEOUT_MS, &mut out);
+    assert!(
+        !out.sent.iter().any(|(_, to, m)| *to == addr(CALLER)
+            && m.starts_with("SIP/2.0 5")
+            && m.contains(&call2)),
+        "the stale deadline fails nothing"
+    );
+    assert!(cdr_rx.try_recv().is_err(), "and writes no second CDR");
+}
+
 #[test]
 fn bye_before_the_answer_gives_the_call_up() {
     let mut h = H::new("");

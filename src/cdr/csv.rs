@@ -93,6 +93,7 @@ pub fn end_reason_name(r: EndReason) -> &'static str {
         EndReason::NotRegistered => "not_registered",
         EndReason::Shutdown => "shutdown",
         EndReason::MaxDuration => "max_duration",
+        EndReason::LookupTimeout => "lookup_timeout",
     }
 }
 
@@ -709,6 +710,7 @@ mod tests {
             EndReason::NotRegistered,
             EndReason::Shutdown,
             EndReason::MaxDuration,
+            EndReason::LookupTimeout,
         ];
         let names: std::collections::HashSet<_> =
             reasons.iter().map(|&r| end_reason_name(r)).collect();
@@ -769,6 +771,7 @@ mod tests {
             EndReason::NotRegistered,
             EndReason::Shutdown,
             EndReason::MaxDuration,
+            EndReason::LookupTimeout,
         ];
         let mut seed = 0x2545_f491_4f6c_dd1du64;
         let mut next = move |n: usize| {

@@ -68,6 +68,9 @@ pub enum EndReason {
     Shutdown,
     /// Answered, then `[routing] max_call_duration` ran out: the proxy sent BYE both ways.
     MaxDuration,
+    /// The registered callee's contacts never came from the shard that owns them (a mailbox
+    /// between shards was full): 503 to the caller after `routing::proxy::LOCATE_TIMEOUT_MS`.
+    LookupTimeout,
 }
 
 /// One attempt of a call: a gateway of the route, or one contact of a registered user.

@@ -411,6 +411,11 @@ impl Call {
 
 const NIL: u32 = u32::MAX;
 
+/// How long a call waits for the contacts of a registered user from the AOR's owner shard. The
+/// answer normally comes within microseconds; it is lost only when a mailbox between shards was
+/// full (overload), and then the caller gets 503 instead of waiting forever.
+pub const LOCATE_TIMEOUT_MS: Millis = 2_000;
+
 struct Health {
     /// This shard's view.
     up: bool,
@@ -467,6 +472,10 @@ pub struct Proxy {
     ruri: Vec<u8>,
     /// `[routing] max_call_duration` in ms, 0 = unlimited.
     max_duration_ms: u64,
+    /// Calls that asked another shard for a user's contacts: (deadline, index, generation), in
+    /// deadline order (one fixed timeout). Entries of calls that got their answer stay until
+    /// their deadline and are skipped then.
+    locating: std::collections::VecDeque<(Millis, u32, u32)>,
     /// Oldest and newest answered call (the `max_call_duration` list).
     dur_head: u32,
     dur_tail: u32,
@@ -534,6 +543,7 @@ impl Proxy {
             max_duration_ms: u64::from(config.routing.max_call_duration_s) * 1000,
             dur_head: NIL,
             dur_tail: NIL,
+            locating: std::collections::VecDeque::new(),
             trunk_names: config
                 .trunks
                 .iter()
@@ -970,6 +980,9 @@ impl Proxy {
                     self.contacts = contacts;
                 } else {
                     self.calls[idx as usize].state = CallState::Locating;
+                    let generation = self.calls[idx as usize].generation;
+                    self.locating
+                        .push_back((now + LOCATE_TIMEOUT_MS, idx, generation));
                     out.mail(
                         owner,
                         ProxyMail::Locate {
@@ -2454,15 +2467,37 @@ impl Proxy {
                 .filter_map(|h| h.probe_due)
                 .min()
         };
-        match (probes, self.dur_deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let locate = self.locating.front().map(|&(at, _, _)| at);
+        [probes, self.dur_deadline(), locate]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Ends the calls that reached `max_call_duration` (at most 256 a call: more stay due and
     /// come at once on the next one) and sends the probes that are due.
     pub fn on_timers<O: ProxyOut>(&mut self, now: Millis, tx: &mut TransactionLayer, out: &mut O) {
+        while let Some(&(at, index, generation)) = self.locating.front() {
+            if at > now {
+                break;
+            }
+            self.locating.pop_front();
+            let Some(idx) = self.call_of(index, generation) else {
+                continue;
+            };
+            if self.calls[idx as usize].state == CallState::Locating {
+                self.fail(
+                    idx,
+                    503,
+                    "Service Unavailable",
+                    Some("the registrar did not answer the location lookup"),
+                    EndReason::LookupTimeout,
+                    now,
+                    tx,
+                    out,
+                );
+            }
+        }
         for _ in 0..256 {
             match self.dur_deadline() {
                 Some(due) if due <= now => {
