@@ -3,10 +3,10 @@
 
 use super::kinds::{HeaderKind, Method};
 use super::text::{
-    at, find_byte, is_token, is_ws, next_param, parse_num, scan_quoted, skip_token, skip_ws, trim,
-    CommaIter, Num, RawParam, Span,
+    at, find_byte, find_from, has, is_ws, next_param, parse_num, scan_quoted, skip_token, skip_ws,
+    trim, CommaIter, Num, RawParam, Span, TOKEN, WS,
 };
-use super::uri::{parse_hostport, parse_uri, Scheme, Uri, UriData};
+use super::uri::{parse_hostport, parse_uri, parse_uri_in_angles, Scheme, Uri, UriData};
 
 /// Why a datagram is not a SIP message at all (nothing to answer; drop it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -178,7 +178,7 @@ impl Parser {
         if pos >= buf.len() {
             return Err(ParseError::Empty);
         }
-        let nl = memchr::memchr(b'\n', &buf[pos..]).map_or(buf.len(), |k| pos + k);
+        let nl = find_from(buf, b'\n', pos);
         let mut le = nl;
         if le > pos && buf[le - 1] == b'\r' {
             le -= 1;
@@ -298,7 +298,7 @@ fn parse_headers(st: &mut State, buf: &[u8], mut pos: usize) {
             st.body = Span::new(len, len);
             break;
         }
-        let mut nl = memchr::memchr(b'\n', &buf[pos..]).map_or(len, |k| pos + k);
+        let mut nl = find_from(buf, b'\n', pos);
         let first_end = if nl > pos && buf[nl - 1] == b'\r' {
             nl - 1
         } else {
@@ -313,7 +313,7 @@ fn parse_headers(st: &mut State, buf: &[u8], mut pos: usize) {
         // Folded continuation lines start with SP or HT.
         while nl + 1 < len && matches!(buf[nl + 1], b' ' | b'\t') {
             let s2 = nl + 1;
-            nl = memchr::memchr(b'\n', &buf[s2..]).map_or(len, |k| s2 + k);
+            nl = find_from(buf, b'\n', s2);
             vend = if nl > s2 && buf[nl - 1] == b'\r' {
                 nl - 1
             } else {
@@ -343,21 +343,35 @@ fn frame_body(st: &mut State, buf: &[u8], bs: usize) {
 }
 
 fn header_line(st: &mut State, buf: &[u8], s: usize, e: usize, line_end: usize) {
-    // name = token, then optional SP/HT, then the colon.
-    let ne = skip_token(buf, s, e);
-    let mut colon = ne;
-    while colon < e && matches!(buf[colon], b' ' | b'\t') {
-        colon += 1;
-    }
-    if ne == s || colon >= e || buf[colon] != b':' {
-        st.defect(if find_byte(b':', &buf[s..e]).is_none() {
-            "header line without a colon"
-        } else {
-            "bad header name"
-        });
-        return;
-    }
-    let kind = HeaderKind::from_name(&buf[s..ne]);
+    // name = token, then optional SP/HT, then the colon. Fast path: find the colon and look
+    // the name before it up; a known name is made of token characters, so that is the answer.
+    let c = find_from(&buf[..e], b':', s);
+    let (kind, ne, colon) = 'name: {
+        if c < e {
+            let mut ne = c;
+            while ne > s && matches!(buf[ne - 1], b' ' | b'\t') {
+                ne -= 1;
+            }
+            let kind = HeaderKind::from_name_in(buf, s, ne);
+            if kind != HeaderKind::Other {
+                break 'name (kind, ne, c);
+            }
+        }
+        let ne = skip_token(buf, s, e);
+        let mut colon = ne;
+        while colon < e && matches!(buf[colon], b' ' | b'\t') {
+            colon += 1;
+        }
+        if ne == s || colon >= e || buf[colon] != b':' {
+            st.defect(if c >= e {
+                "header line without a colon"
+            } else {
+                "bad header name"
+            });
+            return;
+        }
+        (HeaderKind::from_name_in(buf, s, ne), ne, colon)
+    };
     let value = trim(buf, Span::new(colon + 1, e));
     st.headers.push(HeaderData {
         kind: Some(kind),
@@ -368,18 +382,16 @@ fn header_line(st: &mut State, buf: &[u8], s: usize, e: usize, line_end: usize) 
     let v = value.of(buf);
     match kind {
         HeaderKind::Via => {
-            for item in CommaIter::new(buf, value) {
-                match parse_via(buf, item) {
-                    Ok(d) => st.vias.push(d),
-                    Err(r) => {
-                        st.defect(r);
-                        // Keep a usable sent-by so a 400 can still be answered.
-                        if let Ok(d) = parse_via_head(buf, item) {
-                            st.vias.push(d);
-                        }
+            for_each_item(buf, value, |item| match parse_via(buf, item) {
+                Ok(d) => st.vias.push(d),
+                Err(r) => {
+                    st.defect(r);
+                    // Keep a usable sent-by so a 400 can still be answered.
+                    if let Ok(d) = parse_via_head(buf, item) {
+                        st.vias.push(d);
                     }
                 }
-            }
+            });
             if value.is_empty() {
                 st.defect("empty Via");
             }
@@ -486,6 +498,21 @@ fn header_line(st: &mut State, buf: &[u8], s: usize, e: usize, line_end: usize) 
     }
 }
 
+/// Calls `f` with every comma-separated item of `value` ([`CommaIter`]), skipping the item
+/// search when the value holds no comma at all (one item: the value itself, already trimmed).
+#[inline]
+fn for_each_item(buf: &[u8], value: Span, mut f: impl FnMut(Span)) {
+    if value.is_empty() {
+        return;
+    }
+    let b = &buf[..value.e()];
+    if find_from(b, b',', value.s()) == b.len() {
+        f(value);
+    } else {
+        CommaIter::new(buf, value).for_each(f);
+    }
+}
+
 fn skip_digits(b: &[u8]) -> usize {
     b.iter().take_while(|c| c.is_ascii_digit()).count()
 }
@@ -495,13 +522,13 @@ fn parse_contacts(st: &mut State, buf: &[u8], value: Span) {
         st.defect("empty Contact");
         return;
     }
-    for item in CommaIter::new(buf, value) {
+    for_each_item(buf, value, |item| {
         if item.of(buf) == b"*" {
             if st.contact_star || !st.contacts.is_empty() {
                 st.defect("Contact * with other contacts");
             }
             st.contact_star = true;
-            continue;
+            return;
         }
         if st.contact_star {
             st.defect("Contact * with other contacts");
@@ -522,7 +549,7 @@ fn parse_contacts(st: &mut State, buf: &[u8], value: Span) {
             }
             Err(r) => st.defect(r),
         }
-    }
+    });
 }
 
 /// `protocol / version / transport LWS host [: port]`, then params.
@@ -618,20 +645,24 @@ pub(crate) fn parse_name_addr(buf: &[u8], sp: Span) -> Result<NameAddrData, &'st
         all: sp,
         ..NameAddrData::default()
     };
+    let b = &buf[..e];
     let mut i = s;
-    if at(buf, i) == b'"' {
-        let q = scan_quoted(buf, i, e).ok_or("unterminated quoted string")?;
+    if b[i] == b'"' {
+        let q = scan_quoted(b, i, e).ok_or("unterminated quoted string")?;
         d.display = Some(Span::new(i, q));
-        i = skip_ws(buf, q, e);
-        if at(buf, i) != b'<' || i >= e {
+        i = q;
+        while i < e && is_ws(b[i]) {
+            i += 1;
+        }
+        if i >= e || b[i] != b'<' {
             return Err("quoted display name without <URI>");
         }
-    } else {
+    } else if b[i] != b'<' {
         let mut k = i;
-        while k < e && (is_token(at(buf, k)) || is_ws(at(buf, k))) {
+        while k < e && has(b[k], TOKEN | WS) {
             k += 1;
         }
-        if k < e && at(buf, k) == b'<' {
+        if k < e && b[k] == b'<' {
             let dn = trim(buf, Span::new(i, k));
             if !dn.is_empty() {
                 d.display = Some(dn);
@@ -640,20 +671,20 @@ pub(crate) fn parse_name_addr(buf: &[u8], sp: Span) -> Result<NameAddrData, &'st
         }
     }
     let params_start;
-    if at(buf, i) == b'<' && i < e {
-        let gt = find_byte(b'>', &buf[i + 1..e]).ok_or("missing >")? + i + 1;
+    if i < e && b[i] == b'<' {
+        let (uri, gt) = parse_uri_in_angles(buf, i + 1, e)?;
         d.angle = true;
-        d.uri = parse_uri(buf, Span::new(i + 1, gt))?;
+        d.uri = uri;
         params_start = gt + 1;
     } else {
         if d.display.is_some() {
             return Err("display name without <URI>");
         }
-        if find_byte(b'<', &buf[i..e]).is_some() {
+        if find_byte(b'<', &b[i..]).is_some() {
             return Err("display name is neither a token list nor a quoted string");
         }
         let mut k = i;
-        while k < e && !matches!(at(buf, k), b';' | b',') && !is_ws(at(buf, k)) {
+        while k < e && !matches!(b[k], b';' | b',') && !is_ws(b[k]) {
             k += 1;
         }
         d.uri = parse_uri(buf, Span::new(i, k))?;
