@@ -259,6 +259,28 @@ impl HeaderKind {
             None => HeaderKind::from_name(&buf[s..e]),
         }
     }
+
+    /// For a header line starting at `s`: the first `:` among the 24 bytes from `s` (found a
+    /// word at a time) when no LF comes before it, and the kind of the name right before it
+    /// (no white space between); needs `buf` to extend 24 bytes past `s`. None otherwise: the
+    /// caller searches the usual way.
+    #[inline(always)]
+    pub(crate) fn colon_and_kind(buf: &[u8], s: usize) -> Option<(usize, HeaderKind)> {
+        const LO: u64 = 0x0101_0101_0101_0101;
+        const HI: u64 = 0x8080_8080_8080_8080;
+        let pad: &[u8; 24] = buf.get(s..s + 24)?.try_into().ok()?;
+        for k in 0..3 {
+            let w = u64::from_le_bytes(pad[k * 8..k * 8 + 8].try_into().unwrap_or([0; 8]));
+            let x = w ^ (LO * u64::from(b':'));
+            let y = w ^ (LO * u64::from(b'\n'));
+            let t = (x.wrapping_sub(LO) & !x | y.wrapping_sub(LO) & !y) & HI;
+            if t != 0 {
+                let n = k * 8 + (t.trailing_zeros() / 8) as usize;
+                return (pad[n] == b':').then(|| (s + n, classify(pad, n)));
+            }
+        }
+        None
+    }
 }
 
 /// `b[k*8..k*8+8]` as a little-endian word, for the name constants below.
@@ -275,46 +297,70 @@ const fn word(b: &[u8], k: usize) -> u64 {
     w
 }
 
-/// ASCII upper case letters of `w` to lower case, eight bytes at once.
-#[inline(always)]
-fn lower(w: u64) -> u64 {
-    const LO: u64 = 0x0101_0101_0101_0101;
-    const HI: u64 = 0x8080_8080_8080_8080;
-    let h = w & !HI;
-    // High bit set where the 7-bit value is >= 'A' and where it is > 'Z'.
-    let ge_a = h + (0x80 - u64::from(b'A')) * LO;
-    let gt_z = h + (0x7f - u64::from(b'Z')) * LO;
-    let upper = ge_a & !gt_z & !w & HI;
-    w | (upper >> 2)
+/// 0x20 in the bytes of word `k` of `b` that are `-`: a byte that is `-` once OR-ed with 0x20
+/// is `-` or CR, and only the `-` has that bit itself.
+const fn dashes(b: &[u8], k: usize) -> u64 {
+    let mut w = 0u64;
+    let mut i = 0;
+    while i < 8 {
+        let j = k * 8 + i;
+        if j < b.len() && b[j] == b'-' {
+            w |= 0x20 << (8 * i);
+        }
+        i += 1;
+    }
+    w
 }
 
+/// The low `n` bytes of a word (n ≤ 8).
+const MASKS: [u64; 9] = [
+    0,
+    0xff,
+    0xffff,
+    0xff_ffff,
+    0xffff_ffff,
+    0xff_ffff_ffff,
+    0xffff_ffff_ffff,
+    0xff_ffff_ffff_ffff,
+    u64::MAX,
+];
+
+/// Every byte OR 0x20: ASCII letters to lower case, `-` stays `-` (and CR becomes `-`, which
+/// [`dashes`] rules out).
+const FOLD: u64 = 0x2020_2020_2020_2020;
+
 /// The kind of the `n`-byte name at the start of `pad` (bytes after it ignored), by length and
-/// up to three lower-cased words compared with constants.
-#[inline]
+/// up to three case-folded words compared with constants. Known names are letters and `-`
+/// only, for which OR 0x20 is an exact case-insensitive comparison once CR is ruled out.
+#[inline(always)]
 fn classify(pad: &[u8; 24], n: usize) -> HeaderKind {
-    let mask = |len: usize| -> u64 {
-        if len >= 8 {
-            u64::MAX
-        } else {
-            (1u64 << (8 * len)) - 1
-        }
-    };
     let rd = |k: usize| u64::from_le_bytes(pad[k * 8..k * 8 + 8].try_into().unwrap_or([0; 8]));
-    let w0 = lower(rd(0)) & mask(n);
+    let raw0 = rd(0);
+    let w0 = (raw0 | FOLD) & MASKS[n.min(8)];
+    // Within one length the first eight bytes of the known names differ, so the first word
+    // picks the candidate and the other words only confirm it.
     macro_rules! pick {
         ($($name:literal => $kind:ident),* $(,)?) => {{
-            let w1 = if n > 8 { lower(rd(1)) & mask(n - 8) } else { 0 };
-            let w2 = if n > 16 { lower(rd(2)) & mask(n - 16) } else { 0 };
             $(
-                if w0 == word($name, 0) && w1 == word($name, 1) && w2 == word($name, 2) {
-                    return HeaderKind::$kind;
+                if w0 == const { word($name, 0) } {
+                    let ok = |k: usize, raw: u64| {
+                        let m = MASKS[n.saturating_sub(8 * k).min(8)];
+                        (raw | FOLD) & m == const { [word($name, 0), word($name, 1), word($name, 2)] }[k]
+                            && raw & const { [dashes($name, 0), dashes($name, 1), dashes($name, 2)] }[k]
+                                == const { [dashes($name, 0), dashes($name, 1), dashes($name, 2)] }[k]
+                    };
+                    return if ok(0, raw0) && (n <= 8 || ok(1, rd(1))) && (n <= 16 || ok(2, rd(2))) {
+                        HeaderKind::$kind
+                    } else {
+                        HeaderKind::Other
+                    };
                 }
             )*
             HeaderKind::Other
         }};
     }
     match n {
-        1 => match w0 as u8 {
+        1 => match (raw0 as u8).to_ascii_lowercase() {
             b'v' => HeaderKind::Via,
             b'f' => HeaderKind::From,
             b't' => HeaderKind::To,

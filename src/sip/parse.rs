@@ -3,8 +3,8 @@
 
 use super::kinds::{HeaderKind, Method};
 use super::text::{
-    at, find_byte, find_from, has, is_ws, next_param, parse_num, scan_quoted, skip_token, skip_ws,
-    trim, CommaIter, Num, RawParam, Span, TOKEN, WS,
+    at, find_byte, find_from, has, is_ws, next_param, parse_num, scan_quoted, skip_token,
+    skip_while, skip_ws, trim, CommaIter, Num, RawParam, Span, TOKEN, WS,
 };
 use super::uri::{parse_hostport, parse_uri, parse_uri_in_angles, Scheme, Uri, UriData};
 
@@ -37,7 +37,7 @@ pub enum Rport {
     Value(u16),
 }
 
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct ViaData {
     pub all: Span,
     pub protocol: Span,
@@ -54,7 +54,7 @@ pub(crate) struct ViaData {
     pub rport: Rport,
 }
 
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct NameAddrData {
     pub all: Span,
     pub display: Option<Span>,
@@ -298,7 +298,10 @@ fn parse_headers(st: &mut State, buf: &[u8], mut pos: usize) {
             st.body = Span::new(len, len);
             break;
         }
-        let mut nl = find_from(buf, b'\n', pos);
+        // The colon and the name's kind first (a few words from `pos`): the line end is then
+        // searched from the colon on.
+        let hint = HeaderKind::colon_and_kind(buf, pos);
+        let mut nl = find_from(buf, b'\n', hint.map_or(pos, |(c, _)| c + 1));
         let first_end = if nl > pos && buf[nl - 1] == b'\r' {
             nl - 1
         } else {
@@ -320,7 +323,7 @@ fn parse_headers(st: &mut State, buf: &[u8], mut pos: usize) {
                 nl
             };
         }
-        header_line(st, buf, pos, vend, (nl + 1).min(len));
+        header_line(st, buf, pos, vend, (nl + 1).min(len), hint);
         pos = nl + 1;
     }
 }
@@ -342,11 +345,29 @@ fn frame_body(st: &mut State, buf: &[u8], bs: usize) {
     }
 }
 
-fn header_line(st: &mut State, buf: &[u8], s: usize, e: usize, line_end: usize) {
+/// One header line `buf[s..e]` (folded lines included), `hint` from
+/// [`HeaderKind::colon_and_kind`] at `s`.
+fn header_line(
+    st: &mut State,
+    buf: &[u8],
+    s: usize,
+    e: usize,
+    line_end: usize,
+    hint: Option<(usize, HeaderKind)>,
+) {
     // name = token, then optional SP/HT, then the colon. Fast path: find the colon and look
-    // the name before it up; a known name is made of token characters, so that is the answer.
-    let c = find_from(&buf[..e], b':', s);
+    // the name before it up; a known name is made of token characters, so that is the answer
+    // (what the token scan below would find).
     let (kind, ne, colon) = 'name: {
+        let c = match hint {
+            Some((c, kind)) if c < e => {
+                if kind != HeaderKind::Other {
+                    break 'name (kind, c, c);
+                }
+                c
+            }
+            _ => find_from(&buf[..e], b':', s),
+        };
         if c < e {
             let mut ne = c;
             while ne > s && matches!(buf[ne - 1], b' ' | b'\t') {
@@ -372,7 +393,16 @@ fn header_line(st: &mut State, buf: &[u8], s: usize, e: usize, line_end: usize) 
         }
         (HeaderKind::from_name_in(buf, s, ne), ne, colon)
     };
-    let value = trim(buf, Span::new(colon + 1, e));
+    // Usually one SP after the colon and nothing at the end (the CRLF is not in `e`).
+    let value = if colon + 2 < e
+        && buf[colon + 1] == b' '
+        && !is_ws(buf[colon + 2])
+        && !is_ws(buf[e - 1])
+    {
+        Span::new(colon + 2, e)
+    } else {
+        trim(buf, Span::new(colon + 1, e))
+    };
     st.headers.push(HeaderData {
         kind: Some(kind),
         name: Span::new(s, ne),
@@ -406,15 +436,15 @@ fn header_line(st: &mut State, buf: &[u8], s: usize, e: usize, line_end: usize) 
                 st.defect("duplicate From or To");
                 return;
             }
-            match parse_name_addr(buf, value) {
-                Ok(d) => {
-                    if kind == HeaderKind::From {
-                        st.from = Some(d)
-                    } else {
-                        st.to = Some(d)
-                    }
-                }
-                Err(r) => st.defect(r),
+            let slot = if kind == HeaderKind::From {
+                &mut st.from
+            } else {
+                &mut st.to
+            };
+            let r = parse_name_addr_into(buf, value, slot.insert(NameAddrData::default()));
+            if let Err(r) = r {
+                *slot = None;
+                st.defect(r);
             }
         }
         HeaderKind::CallId => {
@@ -533,27 +563,66 @@ fn parse_contacts(st: &mut State, buf: &[u8], value: Span) {
         if st.contact_star {
             st.defect("Contact * with other contacts");
         }
-        match parse_name_addr(buf, item) {
-            Ok(d) => {
-                let mut i = d.params.s();
-                while let Some(Ok(p)) = next_param(buf, &mut i, d.params.e()) {
-                    let n = p.name.of(buf);
-                    if n.eq_ignore_ascii_case(b"expires") {
-                        let ok = p.value.is_some_and(|v| parse_num(v.of(buf)) != Num::Bad);
-                        if !ok {
-                            st.defect("bad Contact expires");
-                        }
-                    }
+        st.contacts.push(NameAddrData::default());
+        let last = st.contacts.len() - 1;
+        if let Err(r) = parse_name_addr_into(buf, item, &mut st.contacts[last]) {
+            st.contacts.pop();
+            st.defect(r);
+            return;
+        }
+        let params = st.contacts[last].params;
+        let mut i = params.s();
+        while let Some(Ok(p)) = next_param(buf, &mut i, params.e()) {
+            let n = p.name.of(buf);
+            if n.eq_ignore_ascii_case(b"expires") {
+                let ok = p.value.is_some_and(|v| parse_num(v.of(buf)) != Num::Bad);
+                if !ok {
+                    st.defect("bad Contact expires");
                 }
-                st.contacts.push(d);
             }
-            Err(r) => st.defect(r),
         }
     });
 }
 
 /// `protocol / version / transport LWS host [: port]`, then params.
 fn parse_via_head(buf: &[u8], sp: Span) -> Result<ViaData, &'static str> {
+    match parse_via_head_fast(buf, sp) {
+        Some(d) => Ok(d),
+        None => parse_via_head_general(buf, sp),
+    }
+}
+
+/// The common case: `SIP/2.0/` + transport, one SP, host, `:port` without white space. None
+/// for anything else (valid or not): the general algorithm decides those, so the result is
+/// always the same as its.
+#[inline]
+fn parse_via_head_fast(buf: &[u8], sp: Span) -> Option<ViaData> {
+    let (s, e) = (sp.s(), sp.e());
+    let b = buf.get(..e)?;
+    if b.get(s..s + 8)? != b"SIP/2.0/" {
+        return None;
+    }
+    let ts = s + 8;
+    let te = skip_while(b, ts, |c| has(c, TOKEN));
+    if te == ts || te + 1 >= e || b[te] != b' ' || is_ws(b[te + 1]) {
+        return None;
+    }
+    let (host, port, j) = parse_hostport(b, te + 1, e).ok()?;
+    // Without a port, white space could come before a `:port` (the general algorithm's case).
+    port?;
+    Some(ViaData {
+        all: sp,
+        protocol: Span::new(s, s + 3),
+        version: Span::new(s + 4, s + 7),
+        transport: Span::new(ts, te),
+        host,
+        port,
+        params: Span::new(j, e),
+        ..ViaData::default()
+    })
+}
+
+fn parse_via_head_general(buf: &[u8], sp: Span) -> Result<ViaData, &'static str> {
     let e = sp.e();
     let mut i = sp.s();
     let mut parts = [Span::default(); 3];
@@ -636,12 +705,18 @@ fn parse_via(buf: &[u8], sp: Span) -> Result<ViaData, &'static str> {
 
 /// `[display-name] <uri> *(;param)` or `addr-spec *(;param)`.
 pub(crate) fn parse_name_addr(buf: &[u8], sp: Span) -> Result<NameAddrData, &'static str> {
+    let mut d = NameAddrData::default();
+    parse_name_addr_into(buf, sp, &mut d).map(|()| d)
+}
+
+/// [`parse_name_addr`] writing into `d` (the parser's own table: no copy of the result).
+fn parse_name_addr_into(buf: &[u8], sp: Span, d: &mut NameAddrData) -> Result<(), &'static str> {
     let sp = trim(buf, sp);
     let (s, e) = (sp.s(), sp.e());
     if s >= e {
         return Err("empty name-addr");
     }
-    let mut d = NameAddrData {
+    *d = NameAddrData {
         all: sp,
         ..NameAddrData::default()
     };
@@ -701,7 +776,7 @@ pub(crate) fn parse_name_addr(buf: &[u8], sp: Span) -> Result<NameAddrData, &'st
             d.tag = Some(p.value.ok_or("tag without value")?);
         }
     }
-    Ok(d)
+    Ok(())
 }
 
 /// Outcome of [`Message::validate`] when the message is not acceptable.

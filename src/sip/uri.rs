@@ -1,7 +1,7 @@
 //! URIs: `sip:`/`sips:` (userinfo, host incl. IPv6 references, port, parameters, headers),
 //! `tel:`, and any other scheme kept opaque. Spans point into the caller's buffer.
 
-use super::text::{at, find_byte, has, Span, HOST, URI_BAD};
+use super::text::{at, find_byte, has, skip_while, Span, HOST, URI_BAD};
 
 /// URI scheme.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -78,9 +78,7 @@ pub(crate) fn parse_hostport(
         }
         j += 1;
     } else {
-        while j < end && host_char(b[j]) {
-            j += 1;
-        }
+        j = skip_while(b, i, host_char);
         if j <= i {
             return Err("missing host");
         }
@@ -191,27 +189,26 @@ fn parse_sip_uri_fast(buf: &[u8], s: usize) -> Option<(UriData, usize)> {
     let mut h = r;
     let mut n = rest.len();
     let mut k = r;
-    while k < rest.len() {
-        let class = URI_SCAN[rest[k] as usize];
-        if class != C_HOST {
-            match class {
-                C_STOP => {
-                    n = k;
-                    break;
-                }
-                C_AT if at == NONE => {
-                    at = k;
-                    h = k + 1;
-                    hend = NONE;
-                    k += 1;
-                    continue;
-                }
-                C_QUERY => q = q.min(k),
-                C_COLON => colon = colon.min(k),
-                _ => {}
+    loop {
+        k = skip_while(rest, k, |c| URI_SCAN[c as usize] == C_HOST);
+        let Some(&c) = rest.get(k) else { break };
+        match URI_SCAN[c as usize] {
+            C_STOP => {
+                n = k;
+                break;
             }
-            hend = hend.min(k);
+            C_AT if at == NONE => {
+                at = k;
+                h = k + 1;
+                hend = NONE;
+                k += 1;
+                continue;
+            }
+            C_QUERY => q = q.min(k),
+            C_COLON => colon = colon.min(k),
+            _ => {}
         }
+        hend = hend.min(k);
         k += 1;
     }
     if r >= n {
