@@ -274,7 +274,7 @@ fn parse_start_line(st: &mut State, buf: &[u8], s: usize, e: usize) -> Result<()
 
 fn check_version(st: &mut State, buf: &[u8]) {
     let v = st.version.of(buf);
-    if v.eq_ignore_ascii_case(b"SIP/2.0") {
+    if v == b"SIP/2.0" || v.eq_ignore_ascii_case(b"SIP/2.0") {
         st.version_ok = true;
         return;
     }
@@ -450,7 +450,7 @@ fn header_line(
         HeaderKind::CallId => {
             if st.call_id.is_some() {
                 st.defect("duplicate Call-ID");
-            } else if v.is_empty() || v.iter().any(|&c| is_ws(c)) {
+            } else if v.is_empty() || skip_while(v, 0, |c| !is_ws(c)) < v.len() {
                 st.defect("bad Call-ID");
             } else {
                 st.call_id = Some(value);

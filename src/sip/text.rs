@@ -337,10 +337,15 @@ pub(crate) struct RawParam {
 pub(crate) fn next_param(buf: &[u8], i: &mut usize, end: usize) -> Option<Result<RawParam, ()>> {
     let b = &buf[..end.min(buf.len())];
     let end = b.len();
-    let mut j = *i;
-    while j < end && is_ws(b[j]) {
-        j += 1;
-    }
+    // White space is rare here: look at one byte before starting a scan.
+    let ws = |j: usize| {
+        if j < end && is_ws(b[j]) {
+            skip_while(b, j, is_ws)
+        } else {
+            j
+        }
+    };
+    let mut j = ws(*i);
     if j >= end {
         *i = end;
         return None;
@@ -349,10 +354,7 @@ pub(crate) fn next_param(buf: &[u8], i: &mut usize, end: usize) -> Option<Result
         *i = end;
         return Some(Err(()));
     }
-    j += 1;
-    while j < end && is_ws(b[j]) {
-        j += 1;
-    }
+    j = ws(j + 1);
     let ns = j;
     j = skip_while(b, j, is_token);
     if j == ns {
@@ -360,16 +362,10 @@ pub(crate) fn next_param(buf: &[u8], i: &mut usize, end: usize) -> Option<Result
         return Some(Err(()));
     }
     let name = Span::new(ns, j);
-    let mut k = j;
-    while k < end && is_ws(b[k]) {
-        k += 1;
-    }
+    let k = ws(j);
     let mut value = None;
     if k < end && b[k] == b'=' {
-        let mut vs = k + 1;
-        while vs < end && is_ws(b[vs]) {
-            vs += 1;
-        }
+        let vs = ws(k + 1);
         let ve = if vs < end && b[vs] == b'"' {
             match scan_quoted(b, vs, end) {
                 Some(e) => e,
@@ -379,7 +375,7 @@ pub(crate) fn next_param(buf: &[u8], i: &mut usize, end: usize) -> Option<Result
                 }
             }
         } else {
-            skip_while(b, vs, |c| !has(c, PARAM_END))
+            value_end(buf, vs, end)
         };
         if ve == vs {
             *i = end;
@@ -390,6 +386,48 @@ pub(crate) fn next_param(buf: &[u8], i: &mut usize, end: usize) -> Option<Result
     }
     *i = j;
     Some(Ok(RawParam { name, value }))
+}
+
+/// The end of an unquoted parameter value starting at `i`: the first byte in `[i, end)` that is
+/// white space, `;`, `,` or `"` (or `end`). Eight bytes at a time, reading `buf` past `end`
+/// when it is there (a header value is followed by its CRLF, so the last word usually holds
+/// the end); a control byte only looks like an end to the word test and is checked exactly.
+#[inline]
+pub(crate) fn value_end(buf: &[u8], mut i: usize, end: usize) -> usize {
+    let end = end.min(buf.len());
+    while i < end {
+        let Some(chunk) = buf.get(i..i + 8) else {
+            break;
+        };
+        let w = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
+        let eq = |c: u8| {
+            let x = w ^ (LO * u64::from(c));
+            x.wrapping_sub(LO) & !x
+        };
+        // Bytes below 0x21 (SP, HT, CR, LF and other controls), `;`, `,`, `"`.
+        let t = (w.wrapping_sub(LO * 0x21) & !w | eq(b';') | eq(b',') | eq(b'"')) & HI;
+        if t == 0 {
+            i += 8;
+            continue;
+        }
+        let k = i + (t.trailing_zeros() / 8) as usize;
+        if k >= end {
+            return end;
+        }
+        if has(buf[k], PARAM_END) {
+            return k;
+        }
+        // A control byte that is part of the value: go on byte by byte from it.
+        i = k + 1;
+        while i < end && !has(buf[i], PARAM_END) {
+            i += 1;
+        }
+        return i;
+    }
+    while i < end && !has(buf[i], PARAM_END) {
+        i += 1;
+    }
+    i.min(end)
 }
 
 /// Strips the quotes of a quoted-string value; other values are returned as they are.
@@ -580,6 +618,8 @@ mod tests {
                     }
                 }
                 assert_eq!(next_comma(&t, from, end), next_comma_old(&t, from, end));
+                let want = (from..end).find(|&k| has(t[k], PARAM_END)).unwrap_or(end);
+                assert_eq!(value_end(&t, from, end), want);
                 for needle in [b'\n', b';'] {
                     let want = memchr::memchr(needle, &t[from..]).map_or(t.len(), |p| from + p);
                     assert_eq!(find_from(&t, needle, from), want);
