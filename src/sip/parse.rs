@@ -412,13 +412,14 @@ fn header_line(
     let v = value.of(buf);
     match kind {
         HeaderKind::Via => {
-            for_each_item(buf, value, |item| match parse_via(buf, item) {
-                Ok(d) => st.vias.push(d),
-                Err(r) => {
+            for_each_item(buf, value, |item| {
+                st.vias.push(ViaData::default());
+                let last = st.vias.len() - 1;
+                if let Err(r) = parse_via_into(buf, item, &mut st.vias[last]) {
                     st.defect(r);
                     // Keep a usable sent-by so a 400 can still be answered.
-                    if let Ok(d) = parse_via_head(buf, item) {
-                        st.vias.push(d);
+                    if parse_via_head_into(buf, item, &mut st.vias[last]).is_err() {
+                        st.vias.pop();
                     }
                 }
             });
@@ -585,18 +586,24 @@ fn parse_contacts(st: &mut State, buf: &[u8], value: Span) {
 }
 
 /// `protocol / version / transport LWS host [: port]`, then params.
-fn parse_via_head(buf: &[u8], sp: Span) -> Result<ViaData, &'static str> {
-    match parse_via_head_fast(buf, sp) {
-        Some(d) => Ok(d),
-        None => parse_via_head_general(buf, sp),
+/// Writes to `d` (the parser's table: no copy), which is left partly written on an error.
+fn parse_via_head_into(buf: &[u8], sp: Span, d: &mut ViaData) -> Result<(), &'static str> {
+    if !parse_via_head_fast(buf, sp, d) {
+        *d = parse_via_head_general(buf, sp)?;
     }
+    Ok(())
 }
 
 /// The common case: `SIP/2.0/` + transport, one SP, host, `:port` without white space. None
 /// for anything else (valid or not): the general algorithm decides those, so the result is
 /// always the same as its.
 #[inline]
-fn parse_via_head_fast(buf: &[u8], sp: Span) -> Option<ViaData> {
+fn parse_via_head_fast(buf: &[u8], sp: Span, d: &mut ViaData) -> bool {
+    parse_via_head_fast_opt(buf, sp, d).is_some()
+}
+
+#[inline(always)]
+fn parse_via_head_fast_opt(buf: &[u8], sp: Span, d: &mut ViaData) -> Option<()> {
     let (s, e) = (sp.s(), sp.e());
     let b = buf.get(..e)?;
     if b.get(s..s + 8)? != b"SIP/2.0/" {
@@ -610,7 +617,7 @@ fn parse_via_head_fast(buf: &[u8], sp: Span) -> Option<ViaData> {
     let (host, port, j) = parse_hostport(b, te + 1, e).ok()?;
     // Without a port, white space could come before a `:port` (the general algorithm's case).
     port?;
-    Some(ViaData {
+    *d = ViaData {
         all: sp,
         protocol: Span::new(s, s + 3),
         version: Span::new(s + 4, s + 7),
@@ -619,7 +626,8 @@ fn parse_via_head_fast(buf: &[u8], sp: Span) -> Option<ViaData> {
         port,
         params: Span::new(j, e),
         ..ViaData::default()
-    })
+    };
+    Some(())
 }
 
 fn parse_via_head_general(buf: &[u8], sp: Span) -> Result<ViaData, &'static str> {
@@ -670,11 +678,12 @@ fn parse_via_head_general(buf: &[u8], sp: Span) -> Result<ViaData, &'static str>
     })
 }
 
-fn parse_via(buf: &[u8], sp: Span) -> Result<ViaData, &'static str> {
+/// One Via value into `d` (left partly written on an error).
+fn parse_via_into(buf: &[u8], sp: Span, d: &mut ViaData) -> Result<(), &'static str> {
     if sp.is_empty() {
         return Err("empty Via value");
     }
-    let mut d = parse_via_head(buf, sp)?;
+    parse_via_head_into(buf, sp, d)?;
     let mut i = d.params.s();
     let e = d.params.e();
     while let Some(p) = next_param(buf, &mut i, e) {
@@ -700,7 +709,7 @@ fn parse_via(buf: &[u8], sp: Span) -> Result<ViaData, &'static str> {
             };
         }
     }
-    Ok(d)
+    Ok(())
 }
 
 /// `[display-name] <uri> *(;param)` or `addr-spec *(;param)`.
@@ -747,9 +756,8 @@ fn parse_name_addr_into(buf: &[u8], sp: Span, d: &mut NameAddrData) -> Result<()
     }
     let params_start;
     if i < e && b[i] == b'<' {
-        let (uri, gt) = parse_uri_in_angles(buf, i + 1, e)?;
+        let gt = parse_uri_in_angles(buf, i + 1, e, &mut d.uri)?;
         d.angle = true;
-        d.uri = uri;
         params_start = gt + 1;
     } else {
         if d.display.is_some() {

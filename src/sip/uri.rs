@@ -140,31 +140,34 @@ static URI_SCAN: [u8; 256] = {
 
 /// Parses the URI occupying exactly `sp` of `buf`.
 pub(crate) fn parse_uri(buf: &[u8], sp: Span) -> Result<UriData, &'static str> {
+    let mut u = UriData::default();
     match buf
         .get(..sp.e())
-        .and_then(|b| parse_sip_uri_fast(b, sp.s()))
+        .and_then(|b| parse_sip_uri_fast(b, sp.s(), &mut u))
     {
-        Some((u, end)) if end == sp.e() => Ok(u),
+        Some(end) if end == sp.e() => Ok(u),
         _ => parse_uri_general(buf, sp),
     }
 }
 
 /// The URI of a name-addr starting at `s` (just after `<`) and ending at the first `>` before
-/// `e`, with that `>`'s index: one scan for both. The same as finding the `>` and calling
-/// [`parse_uri`] on what is before it.
+/// `e`, written to `u`; returns that `>`'s index. One scan for both; the same as finding the
+/// `>` and calling [`parse_uri`] on what is before it.
 pub(crate) fn parse_uri_in_angles(
     buf: &[u8],
     s: usize,
     e: usize,
-) -> Result<(UriData, usize), &'static str> {
+    u: &mut UriData,
+) -> Result<usize, &'static str> {
     let b = &buf[..e.min(buf.len())];
-    if let Some((u, end)) = parse_sip_uri_fast(b, s) {
+    if let Some(end) = parse_sip_uri_fast(b, s, u) {
         if end < b.len() && b[end] == b'>' {
-            return Ok((u, end));
+            return Ok(end);
         }
     }
     let gt = super::text::find_byte(b'>', b.get(s..).unwrap_or(&[])).ok_or("missing >")? + s;
-    Ok((parse_uri_general(buf, Span::new(s, gt))?, gt))
+    *u = parse_uri_general(buf, Span::new(s, gt))?;
+    Ok(gt)
 }
 
 /// The common case in one scan: a lower-case `sip:`/`sips:` URI with a host name or IPv4
@@ -172,8 +175,9 @@ pub(crate) fn parse_uri_in_angles(
 /// end of `buf`), returned with the URI. None for anything else, valid or not (IPv6, other
 /// schemes, upper-case schemes, errors): [`parse_uri_general`] decides those, so the result is
 /// always the same as its result for `s..end`.
+/// The URI goes to `u` (left partly written when the answer is None).
 #[inline]
-fn parse_sip_uri_fast(buf: &[u8], s: usize) -> Option<(UriData, usize)> {
+fn parse_sip_uri_fast(buf: &[u8], s: usize, u: &mut UriData) -> Option<usize> {
     const NONE: usize = usize::MAX;
     let rest = buf.get(s..)?;
     let (scheme, r) = if rest.starts_with(b"sip:") {
@@ -216,7 +220,7 @@ fn parse_sip_uri_fast(buf: &[u8], s: usize) -> Option<(UriData, usize)> {
     }
     let text = &rest[..n];
     let e = s + n;
-    let mut u = UriData {
+    *u = UriData {
         all: Span::new(s, e),
         scheme,
         scheme_span: Span::new(s, s + r - 1),
@@ -271,7 +275,7 @@ fn parse_sip_uri_fast(buf: &[u8], s: usize) -> Option<(UriData, usize)> {
         u.headers = Some(Span::new(s + j + 1, e));
         j = n;
     }
-    (j == n).then_some((u, e))
+    (j == n).then_some(e)
 }
 
 /// Parses any URI occupying exactly `sp` of `buf` (the general algorithm, step by step).
@@ -619,7 +623,8 @@ pub(crate) mod tests {
             let mut angled = b"<".to_vec();
             angled.extend_from_slice(t);
             angled.extend_from_slice(b">;tag=1");
-            let in_angles = parse_uri_in_angles(&angled, 1, angled.len());
+            let mut u = UriData::default();
+            let in_angles = parse_uri_in_angles(&angled, 1, angled.len(), &mut u).map(|gt| (u, gt));
             let gt = angled[1..].iter().position(|&c| c == b'>').map(|k| k + 1);
             match gt {
                 Some(gt) => assert_eq!(
@@ -628,8 +633,9 @@ pub(crate) mod tests {
                 ),
                 None => assert_eq!(in_angles, Err("missing >")),
             }
-            match parse_sip_uri_fast(t, 0) {
-                Some((f, end)) => {
+            let mut f = UriData::default();
+            match parse_sip_uri_fast(t, 0, &mut f) {
+                Some(end) => {
                     let sp = Span::new(0, end);
                     assert_eq!(
                         Ok(f),
@@ -661,9 +667,8 @@ pub(crate) mod tests {
         let buf = b"To: <sip:bob@biloxi.com;lr>;tag=1";
         let sp = Span::new(5, 26);
         assert_eq!(parse_uri(buf, sp), parse_uri_general(buf, sp));
-        assert_eq!(
-            parse_uri_in_angles(buf, 5, buf.len()),
-            Ok((parse_uri_general(buf, sp).unwrap(), 26))
-        );
+        let mut u = UriData::default();
+        assert_eq!(parse_uri_in_angles(buf, 5, buf.len(), &mut u), Ok(26));
+        assert_eq!(Ok(u), parse_uri_general(buf, sp));
     }
 }
