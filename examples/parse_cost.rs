@@ -19,7 +19,7 @@ use sipshard::sip::Parser;
 
 #[path = "../benches/common/load_messages.rs"]
 mod load_messages;
-use load_messages::LOAD_MESSAGES;
+use load_messages::{BENCH_MESSAGES, LOAD_MESSAGES};
 
 #[inline(never)]
 fn parse_only(p: &mut Parser, msg: &[u8]) -> bool {
@@ -45,7 +45,7 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut p = Parser::new();
     if args.is_empty() {
-        for (name, msg) in LOAD_MESSAGES {
+        for (name, msg) in LOAD_MESSAGES.iter().chain(BENCH_MESSAGES) {
             assert!(parse_only(&mut p, msg), "{name} must be valid");
             println!("{name}: {} bytes, valid", msg.len());
         }
@@ -57,6 +57,7 @@ fn main() {
         .map_or(10_000, |r| r.parse().expect("repetitions"));
     let msg = LOAD_MESSAGES
         .iter()
+        .chain(BENCH_MESSAGES)
         .find(|(n, _)| *n == name)
         .unwrap_or_else(|| panic!("unknown message {name}"))
         .1;

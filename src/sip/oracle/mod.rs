@@ -212,7 +212,10 @@ fn mutate(rng: &mut Rng, msg: &[u8]) -> Vec<u8> {
 fn new_parser_answers_as_the_old_one() {
     let mut msgs = corpus();
     let corpus_len = msgs.len();
-    msgs.extend(load_messages::LOAD_MESSAGES.iter().map(|(_, m)| m.to_vec()));
+    let load = load_messages::LOAD_MESSAGES
+        .iter()
+        .chain(load_messages::BENCH_MESSAGES);
+    msgs.extend(load.map(|(_, m)| m.to_vec()));
     let mut new = super::Parser::new();
     let mut old = parse::Parser::new();
     let mut rng = Rng(0x853c_49e6_748f_ea9b);
