@@ -11,50 +11,13 @@ use sipshard::sip::digest::{
 };
 use sipshard::sip::{parse_auth, write_response, HeaderKind, Parser, ResponseOptions};
 
-const INVITE: &[u8] = b"INVITE sip:+15551234567@gw1.example.net:5060;user=phone SIP/2.0\r\n\
-Via: SIP/2.0/UDP 198.51.100.23:5060;branch=z9hG4bK-524287-1---c1a2b3c4d5e6f708;rport\r\n\
-Max-Forwards: 70\r\n\
-Contact: <sip:+15557654321@198.51.100.23:5060;transport=udp>\r\n\
-To: <sip:+15551234567@gw1.example.net>\r\n\
-From: \"Caller Name\" <sip:+15557654321@pbx.example.com>;tag=8f2b3c41\r\n\
-Call-ID: 7d9a1c0e5b3f4a2d8e6c1b0a9f8e7d6c@198.51.100.23\r\n\
-CSeq: 1 INVITE\r\n\
-Supported: replaces, timer\r\n\
-Content-Type: application/sdp\r\n\
-Content-Length: 110\r\n\
-\r\n\
-v=0\r\n\
-o=- 3912003 3912003 IN IP4 198.51.100.23\r\n\
-s=-\r\n\
-c=IN IP4 198.51.100.23\r\n\
-t=0 0\r\n\
-m=audio 16384 RTP/AVP 0 8\r\n\
-";
+#[path = "common/load_messages.rs"]
+mod load_messages;
+use load_messages::{INVITE_605, LOAD_MESSAGES, OK200_510, REGISTER_AUTH_635};
 
-const REGISTER: &[u8] = b"REGISTER sip:registrar.example.com SIP/2.0\r\n\
-Via: SIP/2.0/UDP 192.0.2.44:5062;branch=z9hG4bK776asdhds;rport\r\n\
-Max-Forwards: 70\r\n\
-To: <sip:1001@registrar.example.com>\r\n\
-From: <sip:1001@registrar.example.com>;tag=456248\r\n\
-Call-ID: 843817637684230@998sdasdh09\r\n\
-CSeq: 1827 REGISTER\r\n\
-Contact: <sip:1001@192.0.2.44:5062;transport=udp>;expires=3600\r\n\
-Authorization: Digest username=\"1001\", realm=\"registrar.example.com\", nonce=\"ea9c8e88df84f1cec4341ae6cbe5a359\", uri=\"sip:registrar.example.com\", response=\"dfe56131d1958046689d83306477ecc\", algorithm=MD5, cnonce=\"0a4f113b\", qop=auth, nc=00000001\r\n\
-User-Agent: ExamplePhone/1.0\r\n\
-Content-Length: 0\r\n\
-\r\n";
-
-const OK200: &[u8] = b"SIP/2.0 200 OK\r\n\
-Via: SIP/2.0/UDP 203.0.113.10:5060;branch=z9hG4bK-sipshard-0-1a2b3c;received=203.0.113.10;rport=5060\r\n\
-Via: SIP/2.0/UDP 198.51.100.23:5060;branch=z9hG4bK-524287-1---c1a2b3c4d5e6f708;rport=5060\r\n\
-Record-Route: <sip:203.0.113.10;lr>\r\n\
-From: \"Caller Name\" <sip:+15557654321@pbx.example.com>;tag=8f2b3c41\r\n\
-To: <sip:+15551234567@gw1.example.net>;tag=as5d7f9a1b\r\n\
-Call-ID: 7d9a1c0e5b3f4a2d8e6c1b0a9f8e7d6c@198.51.100.23\r\n\
-CSeq: 1 INVITE\r\n\
-Contact: <sip:+15551234567@192.0.2.200:5060>\r\n\
-Content-Length: 0\r\n\
-\r\n";
+const INVITE: &[u8] = INVITE_605;
+const REGISTER: &[u8] = REGISTER_AUTH_635;
+const OK200: &[u8] = OK200_510;
 
 fn bench(c: &mut Criterion) {
     let mut p = Parser::new();
@@ -91,6 +54,17 @@ fn bench(c: &mut Criterion) {
             black_box(m.validate().is_ok());
         })
     });
+
+    // The messages of the load tests (parse + validate, what the dispatcher does first).
+    for (name, msg) in LOAD_MESSAGES {
+        g.throughput(Throughput::Bytes(msg.len() as u64));
+        g.bench_function(format!("parse_load_{name}"), |b| {
+            b.iter(|| {
+                let m = p.parse(black_box(msg)).unwrap();
+                black_box(m.validate().is_ok());
+            })
+        });
+    }
 
     let mut out = Vec::with_capacity(2048);
     let src = "198.51.100.99:40000".parse().unwrap();

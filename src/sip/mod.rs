@@ -55,6 +55,8 @@ mod auth;
 mod build;
 pub mod digest;
 mod kinds;
+#[cfg(test)]
+mod oracle;
 mod parse;
 pub mod steer;
 mod text;

@@ -3,10 +3,10 @@
 
 use super::kinds::{HeaderKind, Method};
 use super::text::{
-    at, find_byte, is_token, is_ws, next_param, parse_num, scan_quoted, skip_token, skip_ws, trim,
-    CommaIter, Num, RawParam, Span,
+    at, find_byte, find_from, has, is_ws, next_param, parse_num, scan_quoted, skip_token,
+    skip_while, skip_ws, trim, CommaIter, Num, RawParam, Span, TOKEN, WS,
 };
-use super::uri::{parse_hostport, parse_uri, Scheme, Uri, UriData};
+use super::uri::{parse_hostport, parse_uri, parse_uri_in_angles, Scheme, Uri, UriData};
 
 /// Why a datagram is not a SIP message at all (nothing to answer; drop it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,7 +37,7 @@ pub enum Rport {
     Value(u16),
 }
 
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct ViaData {
     pub all: Span,
     pub protocol: Span,
@@ -54,7 +54,7 @@ pub(crate) struct ViaData {
     pub rport: Rport,
 }
 
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct NameAddrData {
     pub all: Span,
     pub display: Option<Span>,
@@ -178,7 +178,7 @@ impl Parser {
         if pos >= buf.len() {
             return Err(ParseError::Empty);
         }
-        let nl = memchr::memchr(b'\n', &buf[pos..]).map_or(buf.len(), |k| pos + k);
+        let nl = find_from(buf, b'\n', pos);
         let mut le = nl;
         if le > pos && buf[le - 1] == b'\r' {
             le -= 1;
@@ -274,7 +274,7 @@ fn parse_start_line(st: &mut State, buf: &[u8], s: usize, e: usize) -> Result<()
 
 fn check_version(st: &mut State, buf: &[u8]) {
     let v = st.version.of(buf);
-    if v.eq_ignore_ascii_case(b"SIP/2.0") {
+    if v == b"SIP/2.0" || v.eq_ignore_ascii_case(b"SIP/2.0") {
         st.version_ok = true;
         return;
     }
@@ -298,7 +298,10 @@ fn parse_headers(st: &mut State, buf: &[u8], mut pos: usize) {
             st.body = Span::new(len, len);
             break;
         }
-        let mut nl = memchr::memchr(b'\n', &buf[pos..]).map_or(len, |k| pos + k);
+        // The colon and the name's kind first (a few words from `pos`): the line end is then
+        // searched from the colon on.
+        let hint = HeaderKind::colon_and_kind(buf, pos);
+        let mut nl = find_from(buf, b'\n', hint.map_or(pos, |(c, _)| c + 1));
         let first_end = if nl > pos && buf[nl - 1] == b'\r' {
             nl - 1
         } else {
@@ -313,14 +316,14 @@ fn parse_headers(st: &mut State, buf: &[u8], mut pos: usize) {
         // Folded continuation lines start with SP or HT.
         while nl + 1 < len && matches!(buf[nl + 1], b' ' | b'\t') {
             let s2 = nl + 1;
-            nl = memchr::memchr(b'\n', &buf[s2..]).map_or(len, |k| s2 + k);
+            nl = find_from(buf, b'\n', s2);
             vend = if nl > s2 && buf[nl - 1] == b'\r' {
                 nl - 1
             } else {
                 nl
             };
         }
-        header_line(st, buf, pos, vend, (nl + 1).min(len));
+        header_line(st, buf, pos, vend, (nl + 1).min(len), hint);
         pos = nl + 1;
     }
 }
@@ -342,23 +345,64 @@ fn frame_body(st: &mut State, buf: &[u8], bs: usize) {
     }
 }
 
-fn header_line(st: &mut State, buf: &[u8], s: usize, e: usize, line_end: usize) {
-    // name = token, then optional SP/HT, then the colon.
-    let ne = skip_token(buf, s, e);
-    let mut colon = ne;
-    while colon < e && matches!(buf[colon], b' ' | b'\t') {
-        colon += 1;
-    }
-    if ne == s || colon >= e || buf[colon] != b':' {
-        st.defect(if find_byte(b':', &buf[s..e]).is_none() {
-            "header line without a colon"
-        } else {
-            "bad header name"
-        });
-        return;
-    }
-    let kind = HeaderKind::from_name(&buf[s..ne]);
-    let value = trim(buf, Span::new(colon + 1, e));
+/// One header line `buf[s..e]` (folded lines included), `hint` from
+/// [`HeaderKind::colon_and_kind`] at `s`.
+fn header_line(
+    st: &mut State,
+    buf: &[u8],
+    s: usize,
+    e: usize,
+    line_end: usize,
+    hint: Option<(usize, HeaderKind)>,
+) {
+    // name = token, then optional SP/HT, then the colon. Fast path: find the colon and look
+    // the name before it up; a known name is made of token characters, so that is the answer
+    // (what the token scan below would find).
+    let (kind, ne, colon) = 'name: {
+        let c = match hint {
+            Some((c, kind)) if c < e => {
+                if kind != HeaderKind::Other {
+                    break 'name (kind, c, c);
+                }
+                c
+            }
+            _ => find_from(&buf[..e], b':', s),
+        };
+        if c < e {
+            let mut ne = c;
+            while ne > s && matches!(buf[ne - 1], b' ' | b'\t') {
+                ne -= 1;
+            }
+            let kind = HeaderKind::from_name_in(buf, s, ne);
+            if kind != HeaderKind::Other {
+                break 'name (kind, ne, c);
+            }
+        }
+        let ne = skip_token(buf, s, e);
+        let mut colon = ne;
+        while colon < e && matches!(buf[colon], b' ' | b'\t') {
+            colon += 1;
+        }
+        if ne == s || colon >= e || buf[colon] != b':' {
+            st.defect(if c >= e {
+                "header line without a colon"
+            } else {
+                "bad header name"
+            });
+            return;
+        }
+        (HeaderKind::from_name_in(buf, s, ne), ne, colon)
+    };
+    // Usually one SP after the colon and nothing at the end (the CRLF is not in `e`).
+    let value = if colon + 2 < e
+        && buf[colon + 1] == b' '
+        && !is_ws(buf[colon + 2])
+        && !is_ws(buf[e - 1])
+    {
+        Span::new(colon + 2, e)
+    } else {
+        trim(buf, Span::new(colon + 1, e))
+    };
     st.headers.push(HeaderData {
         kind: Some(kind),
         name: Span::new(s, ne),
@@ -368,18 +412,17 @@ fn header_line(st: &mut State, buf: &[u8], s: usize, e: usize, line_end: usize) 
     let v = value.of(buf);
     match kind {
         HeaderKind::Via => {
-            for item in CommaIter::new(buf, value) {
-                match parse_via(buf, item) {
-                    Ok(d) => st.vias.push(d),
-                    Err(r) => {
-                        st.defect(r);
-                        // Keep a usable sent-by so a 400 can still be answered.
-                        if let Ok(d) = parse_via_head(buf, item) {
-                            st.vias.push(d);
-                        }
+            for_each_item(buf, value, |item| {
+                st.vias.push(ViaData::default());
+                let last = st.vias.len() - 1;
+                if let Err(r) = parse_via_into(buf, item, &mut st.vias[last]) {
+                    st.defect(r);
+                    // Keep a usable sent-by so a 400 can still be answered.
+                    if parse_via_head_into(buf, item, &mut st.vias[last]).is_err() {
+                        st.vias.pop();
                     }
                 }
-            }
+            });
             if value.is_empty() {
                 st.defect("empty Via");
             }
@@ -394,21 +437,21 @@ fn header_line(st: &mut State, buf: &[u8], s: usize, e: usize, line_end: usize) 
                 st.defect("duplicate From or To");
                 return;
             }
-            match parse_name_addr(buf, value) {
-                Ok(d) => {
-                    if kind == HeaderKind::From {
-                        st.from = Some(d)
-                    } else {
-                        st.to = Some(d)
-                    }
-                }
-                Err(r) => st.defect(r),
+            let slot = if kind == HeaderKind::From {
+                &mut st.from
+            } else {
+                &mut st.to
+            };
+            let r = parse_name_addr_into(buf, value, slot.insert(NameAddrData::default()));
+            if let Err(r) = r {
+                *slot = None;
+                st.defect(r);
             }
         }
         HeaderKind::CallId => {
             if st.call_id.is_some() {
                 st.defect("duplicate Call-ID");
-            } else if v.is_empty() || v.iter().any(|&c| is_ws(c)) {
+            } else if v.is_empty() || skip_while(v, 0, |c| !is_ws(c)) < v.len() {
                 st.defect("bad Call-ID");
             } else {
                 st.call_id = Some(value);
@@ -486,6 +529,21 @@ fn header_line(st: &mut State, buf: &[u8], s: usize, e: usize, line_end: usize) 
     }
 }
 
+/// Calls `f` with every comma-separated item of `value` ([`CommaIter`]), skipping the item
+/// search when the value holds no comma at all (one item: the value itself, already trimmed).
+#[inline]
+fn for_each_item(buf: &[u8], value: Span, mut f: impl FnMut(Span)) {
+    if value.is_empty() {
+        return;
+    }
+    let b = &buf[..value.e()];
+    if find_from(b, b',', value.s()) == b.len() {
+        f(value);
+    } else {
+        CommaIter::new(buf, value).for_each(f);
+    }
+}
+
 fn skip_digits(b: &[u8]) -> usize {
     b.iter().take_while(|c| c.is_ascii_digit()).count()
 }
@@ -495,38 +553,84 @@ fn parse_contacts(st: &mut State, buf: &[u8], value: Span) {
         st.defect("empty Contact");
         return;
     }
-    for item in CommaIter::new(buf, value) {
+    for_each_item(buf, value, |item| {
         if item.of(buf) == b"*" {
             if st.contact_star || !st.contacts.is_empty() {
                 st.defect("Contact * with other contacts");
             }
             st.contact_star = true;
-            continue;
+            return;
         }
         if st.contact_star {
             st.defect("Contact * with other contacts");
         }
-        match parse_name_addr(buf, item) {
-            Ok(d) => {
-                let mut i = d.params.s();
-                while let Some(Ok(p)) = next_param(buf, &mut i, d.params.e()) {
-                    let n = p.name.of(buf);
-                    if n.eq_ignore_ascii_case(b"expires") {
-                        let ok = p.value.is_some_and(|v| parse_num(v.of(buf)) != Num::Bad);
-                        if !ok {
-                            st.defect("bad Contact expires");
-                        }
-                    }
-                }
-                st.contacts.push(d);
-            }
-            Err(r) => st.defect(r),
+        st.contacts.push(NameAddrData::default());
+        let last = st.contacts.len() - 1;
+        if let Err(r) = parse_name_addr_into(buf, item, &mut st.contacts[last]) {
+            st.contacts.pop();
+            st.defect(r);
+            return;
         }
-    }
+        let params = st.contacts[last].params;
+        let mut i = params.s();
+        while let Some(Ok(p)) = next_param(buf, &mut i, params.e()) {
+            let n = p.name.of(buf);
+            if n.eq_ignore_ascii_case(b"expires") {
+                let ok = p.value.is_some_and(|v| parse_num(v.of(buf)) != Num::Bad);
+                if !ok {
+                    st.defect("bad Contact expires");
+                }
+            }
+        }
+    });
 }
 
 /// `protocol / version / transport LWS host [: port]`, then params.
-fn parse_via_head(buf: &[u8], sp: Span) -> Result<ViaData, &'static str> {
+/// Writes to `d` (the parser's table: no copy), which is left partly written on an error.
+fn parse_via_head_into(buf: &[u8], sp: Span, d: &mut ViaData) -> Result<(), &'static str> {
+    if !parse_via_head_fast(buf, sp, d) {
+        *d = parse_via_head_general(buf, sp)?;
+    }
+    Ok(())
+}
+
+/// The common case: `SIP/2.0/` + transport, one SP, host, `:port` without white space. None
+/// for anything else (valid or not): the general algorithm decides those, so the result is
+/// always the same as its.
+#[inline]
+fn parse_via_head_fast(buf: &[u8], sp: Span, d: &mut ViaData) -> bool {
+    parse_via_head_fast_opt(buf, sp, d).is_some()
+}
+
+#[inline(always)]
+fn parse_via_head_fast_opt(buf: &[u8], sp: Span, d: &mut ViaData) -> Option<()> {
+    let (s, e) = (sp.s(), sp.e());
+    let b = buf.get(..e)?;
+    if b.get(s..s + 8)? != b"SIP/2.0/" {
+        return None;
+    }
+    let ts = s + 8;
+    let te = skip_while(b, ts, |c| has(c, TOKEN));
+    if te == ts || te + 1 >= e || b[te] != b' ' || is_ws(b[te + 1]) {
+        return None;
+    }
+    let (host, port, j) = parse_hostport(b, te + 1, e).ok()?;
+    // Without a port, white space could come before a `:port` (the general algorithm's case).
+    port?;
+    *d = ViaData {
+        all: sp,
+        protocol: Span::new(s, s + 3),
+        version: Span::new(s + 4, s + 7),
+        transport: Span::new(ts, te),
+        host,
+        port,
+        params: Span::new(j, e),
+        ..ViaData::default()
+    };
+    Some(())
+}
+
+fn parse_via_head_general(buf: &[u8], sp: Span) -> Result<ViaData, &'static str> {
     let e = sp.e();
     let mut i = sp.s();
     let mut parts = [Span::default(); 3];
@@ -574,11 +678,12 @@ fn parse_via_head(buf: &[u8], sp: Span) -> Result<ViaData, &'static str> {
     })
 }
 
-fn parse_via(buf: &[u8], sp: Span) -> Result<ViaData, &'static str> {
+/// One Via value into `d` (left partly written on an error).
+fn parse_via_into(buf: &[u8], sp: Span, d: &mut ViaData) -> Result<(), &'static str> {
     if sp.is_empty() {
         return Err("empty Via value");
     }
-    let mut d = parse_via_head(buf, sp)?;
+    parse_via_head_into(buf, sp, d)?;
     let mut i = d.params.s();
     let e = d.params.e();
     while let Some(p) = next_param(buf, &mut i, e) {
@@ -604,34 +709,44 @@ fn parse_via(buf: &[u8], sp: Span) -> Result<ViaData, &'static str> {
             };
         }
     }
-    Ok(d)
+    Ok(())
 }
 
 /// `[display-name] <uri> *(;param)` or `addr-spec *(;param)`.
 pub(crate) fn parse_name_addr(buf: &[u8], sp: Span) -> Result<NameAddrData, &'static str> {
+    let mut d = NameAddrData::default();
+    parse_name_addr_into(buf, sp, &mut d).map(|()| d)
+}
+
+/// [`parse_name_addr`] writing into `d` (the parser's own table: no copy of the result).
+fn parse_name_addr_into(buf: &[u8], sp: Span, d: &mut NameAddrData) -> Result<(), &'static str> {
     let sp = trim(buf, sp);
     let (s, e) = (sp.s(), sp.e());
     if s >= e {
         return Err("empty name-addr");
     }
-    let mut d = NameAddrData {
+    *d = NameAddrData {
         all: sp,
         ..NameAddrData::default()
     };
+    let b = &buf[..e];
     let mut i = s;
-    if at(buf, i) == b'"' {
-        let q = scan_quoted(buf, i, e).ok_or("unterminated quoted string")?;
+    if b[i] == b'"' {
+        let q = scan_quoted(b, i, e).ok_or("unterminated quoted string")?;
         d.display = Some(Span::new(i, q));
-        i = skip_ws(buf, q, e);
-        if at(buf, i) != b'<' || i >= e {
+        i = q;
+        while i < e && is_ws(b[i]) {
+            i += 1;
+        }
+        if i >= e || b[i] != b'<' {
             return Err("quoted display name without <URI>");
         }
-    } else {
+    } else if b[i] != b'<' {
         let mut k = i;
-        while k < e && (is_token(at(buf, k)) || is_ws(at(buf, k))) {
+        while k < e && has(b[k], TOKEN | WS) {
             k += 1;
         }
-        if k < e && at(buf, k) == b'<' {
+        if k < e && b[k] == b'<' {
             let dn = trim(buf, Span::new(i, k));
             if !dn.is_empty() {
                 d.display = Some(dn);
@@ -640,20 +755,19 @@ pub(crate) fn parse_name_addr(buf: &[u8], sp: Span) -> Result<NameAddrData, &'st
         }
     }
     let params_start;
-    if at(buf, i) == b'<' && i < e {
-        let gt = find_byte(b'>', &buf[i + 1..e]).ok_or("missing >")? + i + 1;
+    if i < e && b[i] == b'<' {
+        let gt = parse_uri_in_angles(buf, i + 1, e, &mut d.uri)?;
         d.angle = true;
-        d.uri = parse_uri(buf, Span::new(i + 1, gt))?;
         params_start = gt + 1;
     } else {
         if d.display.is_some() {
             return Err("display name without <URI>");
         }
-        if find_byte(b'<', &buf[i..e]).is_some() {
+        if find_byte(b'<', &b[i..]).is_some() {
             return Err("display name is neither a token list nor a quoted string");
         }
         let mut k = i;
-        while k < e && !matches!(at(buf, k), b';' | b',') && !is_ws(at(buf, k)) {
+        while k < e && !matches!(b[k], b';' | b',') && !is_ws(b[k]) {
             k += 1;
         }
         d.uri = parse_uri(buf, Span::new(i, k))?;
@@ -670,7 +784,7 @@ pub(crate) fn parse_name_addr(buf: &[u8], sp: Span) -> Result<NameAddrData, &'st
             d.tag = Some(p.value.ok_or("tag without value")?);
         }
     }
-    Ok(d)
+    Ok(())
 }
 
 /// Outcome of [`Message::validate`] when the message is not acceptable.
