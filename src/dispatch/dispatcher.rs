@@ -485,7 +485,7 @@ impl Dispatcher {
                 stateless_reject(*shard, &msg, src, reply_to, answer, out_buf, counters, out);
                 return;
             }
-            if !handed_in {
+            if !handed_in && reg.may_challenge_here(&msg) {
                 let tag = to_tag(*shard, &msg);
                 if reg.challenge_here(&msg, src, &tag, now, out_buf) {
                     counters.responses_sent += 1;
@@ -605,9 +605,7 @@ fn to_tag(shard: ShardId, msg: &Message) -> [u8; 20] {
     tag[1] = HEX[(shard >> 4) & 0xf];
     tag[2] = HEX[shard & 0xf];
     tag[3] = b'.';
-    for i in 0..16 {
-        tag[4 + i] = HEX[((v >> (60 - 4 * i)) & 0xf) as usize];
-    }
+    tag[4..].copy_from_slice(&crate::sip::hex16(v));
     tag
 }
 
@@ -708,9 +706,8 @@ fn stateful<O: Outbox<Mail>>(
     sent_by.clear();
     sent_by.extend_from_slice(via.host());
     if let Some(p) = via.port() {
-        use std::io::Write;
-        // Writing to a Vec cannot fail.
-        let _ = write!(sent_by, ":{p}");
+        sent_by.push(b':');
+        crate::sip::push_dec(sent_by, u64::from(p));
     }
     let key = if has_magic_cookie(branch) {
         ServerKey::Rfc3261 { branch, sent_by }

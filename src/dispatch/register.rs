@@ -203,8 +203,15 @@ impl RegisterPath {
         write_response(out, msg, 401, "Unauthorized", &opts);
     }
 
+    /// At the receiving shard: whether [`RegisterPath::challenge_here`] might answer this
+    /// request (so the caller makes a To-tag only then).
+    pub fn may_challenge_here(&self, msg: &Message) -> bool {
+        self.require_auth && msg.header(HeaderKind::Authorization).is_none()
+    }
+
     /// At the owner shard, for a new server transaction: decide and write the whole response into
-    /// `out`. Returns its status.
+    /// `out`. Returns its status. `self.aor` holds the request's canonical AOR (made by the
+    /// dispatcher with `bindings::aor_key`), or is empty (then it is made here).
     pub fn answer(
         &mut self,
         msg: &Message,
@@ -223,7 +230,13 @@ impl RegisterPath {
         match decision {
             AuthDecision::Accepted(account) => {
                 let ua = msg.header(HeaderKind::UserAgent).unwrap_or_default();
-                let outcome = self.registrar.on_register(msg, src, account, ua, now, out);
+                // The dispatcher made the AOR (`self.aor`) for this request already.
+                let outcome = if self.aor.is_empty() {
+                    self.registrar.on_register(msg, src, account, ua, now, out)
+                } else {
+                    self.registrar
+                        .on_register_with_aor(msg, &self.aor, src, account, ua, now, out)
+                };
                 if let Some(reason) = outcome.refused {
                     self.counters.refused_by_core += 1;
                     self.log_failure(msg, src, now, reason);

@@ -285,6 +285,8 @@ pub struct Registrar {
     /// Unix time in ms at `Millis` 0 of the caller's clock, when known: the 200 OK then
     /// carries a `Date` header (RFC 3261 §10.3 step 8). The core never reads a clock.
     wall_at_zero_ms: Option<u64>,
+    /// The `Date` text of the last second a 200 was written in.
+    date: crate::sip::DateCache,
     /// Shards of the process (1 until told): keepalive Call-IDs are chosen so that the kernel's
     /// steering program delivers their answers to this shard (`sip::steer`).
     shards: usize,
@@ -308,13 +310,11 @@ fn splitmix(x: &mut u64) -> u64 {
 }
 
 fn push_num(out: &mut Vec<u8>, v: u64) {
-    use std::io::Write;
-    let _ = write!(out, "{v}");
+    crate::sip::push_dec(out, v);
 }
 
 fn push_hex(out: &mut Vec<u8>, v: u64) {
-    use std::io::Write;
-    let _ = write!(out, "{v:016x}");
+    out.extend_from_slice(&crate::sip::hex16(v));
 }
 
 fn push_q(out: &mut Vec<u8>, q: u16) {
@@ -403,6 +403,7 @@ impl Registrar {
             unique: seed.rotate_left(32),
             local: cfg.server.listen,
             wall_at_zero_ms: None,
+            date: crate::sip::DateCache::default(),
             shards: 1,
             counters: RegistrarCounters::default(),
             key: Vec::with_capacity(128),
@@ -463,14 +464,63 @@ impl Registrar {
         out: &mut Vec<u8>,
     ) -> RegisterOutcome {
         let mut key = std::mem::take(&mut self.key);
-        let r = self.register(msg, src, account, user_agent, now, out, &mut key);
+        key.clear();
+        let r = match aor_key(msg, &mut key) {
+            Ok(()) => self.register(msg, src, account, user_agent, now, out, &key),
+            Err(e) => self.refuse_bad_aor(msg, src, e, out),
+        };
         self.key = key;
+        self.count_outcome(&r);
+        r
+    }
+
+    /// [`Registrar::on_register`] for a caller that already made the request's canonical AOR
+    /// (`bindings::aor_key` succeeded on this very `msg` and wrote `aor`): saves making it again.
+    #[allow(clippy::too_many_arguments)]
+    pub fn on_register_with_aor(
+        &mut self,
+        msg: &Message,
+        aor: &[u8],
+        src: SocketAddr,
+        account: AccountId,
+        user_agent: &[u8],
+        now: Millis,
+        out: &mut Vec<u8>,
+    ) -> RegisterOutcome {
+        let r = self.register(msg, src, account, user_agent, now, out, aor);
+        self.count_outcome(&r);
+        r
+    }
+
+    /// 400 for a REGISTER whose AOR cannot be made.
+    fn refuse_bad_aor(
+        &mut self,
+        msg: &Message,
+        src: SocketAddr,
+        why: &'static str,
+        out: &mut Vec<u8>,
+    ) -> RegisterOutcome {
+        let tag = to_tag(msg);
+        let opts = ResponseOptions {
+            source: Some(src),
+            to_tag: Some(&tag),
+            ..Default::default()
+        };
+        write_response(out, msg, 400, "Bad Request", &opts);
+        RegisterOutcome {
+            status: 400,
+            refused: Some(FailReason::BadRequest),
+            detail: why,
+            ..Default::default()
+        }
+    }
+
+    fn count_outcome(&mut self, r: &RegisterOutcome) {
         if let Some(reason) = r.refused {
             self.counters.refused[reason_index(reason)] += 1;
         }
         self.counters.added += u64::from(r.added);
         self.counters.refreshed += u64::from(r.refreshed);
-        r
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -482,7 +532,7 @@ impl Registrar {
         user_agent: &[u8],
         now: Millis,
         out: &mut Vec<u8>,
-        key: &mut Vec<u8>,
+        key: &[u8],
     ) -> RegisterOutcome {
         let tag = to_tag(msg);
         let refuse = |out: &mut Vec<u8>, status, reason: &str, why, detail| {
@@ -499,9 +549,6 @@ impl Registrar {
                 ..Default::default()
             }
         };
-        if let Err(e) = aor_key(msg, key) {
-            return refuse(out, 400, "Bad Request", FailReason::BadRequest, e);
-        }
         let (Some(call_id), Some(cseq)) = (msg.call_id(), msg.cseq()) else {
             return refuse(
                 out,
@@ -594,7 +641,7 @@ impl Registrar {
         }
         let date = self
             .wall_at_zero_ms
-            .map(|z| crate::sip::http_date(z.saturating_add(now) / 1000));
+            .map(|z| *self.date.get(z.saturating_add(now) / 1000));
         let mut hdrs: [(&str, &[u8]); 2] = [("", b""), ("", b"")];
         let mut n = 0;
         if !self.contact_hdr.is_empty() {
@@ -1475,10 +1522,7 @@ impl Registrar {
 }
 
 fn hex16(v: u64, out: &mut [u8; 16]) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    for (k, o) in out.iter_mut().enumerate() {
-        *o = HEX[((v >> (60 - 4 * k)) & 0xF) as usize];
-    }
+    *out = crate::sip::hex16(v);
 }
 
 fn format_args_hex(c: u8) -> [u8; 2] {
