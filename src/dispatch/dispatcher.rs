@@ -738,9 +738,11 @@ fn stateful<O: Outbox<Mail>>(
     );
     counters.responses_sent += sent;
     sent = 0;
-    let tag = to_tag(shard, msg);
+    // Made only when a response of ours needs it (the registrar's 200 carries its own tag).
+    let tag = || to_tag(shard, msg);
     // Writes a response with `Server` (and up to two more headers) into `out_buf`.
     let write = |out_buf: &mut Vec<u8>, status: u16, reason: &str, extra: &[(&str, &[u8])]| {
+        let tag = tag();
         let mut headers: [(&str, &[u8]); 3] =
             [("Server", SERVER_NAME.as_bytes()), ("", b""), ("", b"")];
         let n = 1 + extra.len().min(2);
@@ -757,7 +759,7 @@ fn stateful<O: Outbox<Mail>>(
     let mut cancel_of: Option<u64> = None;
     let (id, status) = match outcome {
         RequestOutcome::New(id) if msg.method() == Some(Method::Register) => {
-            (id, reg.answer(msg, src, &tag, now, out_buf))
+            (id, reg.answer(msg, src, tag, now, out_buf))
         }
         RequestOutcome::New(id) if msg.method() == Some(Method::Invite) && !has_to_tag => {
             let mut sink = Sink {

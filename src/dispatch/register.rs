@@ -210,13 +210,14 @@ impl RegisterPath {
     }
 
     /// At the owner shard, for a new server transaction: decide and write the whole response into
-    /// `out`. Returns its status. `self.aor` holds the request's canonical AOR (made by the
+    /// `out`. Returns its status. `to_tag` makes the To-tag of our own refusals and challenges
+    /// (the registrar's 200 has its own). `self.aor` holds the request's canonical AOR (made by the
     /// dispatcher with `bindings::aor_key`), or is empty (then it is made here).
-    pub fn answer(
+    pub fn answer<T: AsRef<[u8]>>(
         &mut self,
         msg: &Message,
         src: SocketAddr,
-        to_tag: &[u8],
+        to_tag: impl FnOnce() -> T,
         now: Millis,
         out: &mut Vec<u8>,
     ) -> u16 {
@@ -250,7 +251,7 @@ impl RegisterPath {
                 if let Some(reason) = self.auth.last_failure() {
                     self.log_failure(msg, src, now, reason);
                 }
-                self.write_challenge(msg, src, to_tag, now, stale, out);
+                self.write_challenge(msg, src, to_tag().as_ref(), now, stale, out);
                 401
             }
             AuthDecision::Forbidden(why) => {
@@ -260,19 +261,25 @@ impl RegisterPath {
                     .last_failure()
                     .unwrap_or(FailReason::SourceNotAllowed);
                 self.log_failure(msg, src, now, reason);
-                forbidden(msg, src, to_tag, why, out);
+                forbidden(msg, src, to_tag().as_ref(), why, out);
                 403
             }
             AuthDecision::BadRequest(why) => {
                 self.counters.bad_credentials += 1;
                 self.log_failure(msg, src, now, FailReason::BadRequest);
-                refuse(msg, src, to_tag, 400, "Bad Request", why, out);
+                refuse(msg, src, to_tag().as_ref(), 400, "Bad Request", why, out);
                 400
             }
             AuthDecision::Suspended { .. } => {
                 self.counters.suspended += 1;
                 self.log_failure(msg, src, now, FailReason::Suspended);
-                forbidden(msg, src, to_tag, "suspended after repeated failures", out);
+                forbidden(
+                    msg,
+                    src,
+                    to_tag().as_ref(),
+                    "suspended after repeated failures",
+                    out,
+                );
                 403
             }
         }

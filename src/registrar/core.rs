@@ -56,7 +56,8 @@ use std::net::{IpAddr, SocketAddr};
 
 use crate::config::Config;
 use crate::sip::{
-    write_request, write_response, Message, Method, RequestSpec, ResponseOptions, Scheme, Uri, Via,
+    host_is_ip_text, write_request, write_response, Message, Method, RequestSpec, ResponseOptions,
+    Scheme, Uri, Via,
 };
 use crate::timer::{Millis, TimerWheel};
 use crate::transaction::{make_branch, BRANCH_LEN};
@@ -349,10 +350,18 @@ fn via_default_port(via: &Via) -> u16 {
 
 fn is_nat(via: Option<Via>, contact: &Uri, src: SocketAddr) -> bool {
     let src_ip = src.ip().to_canonical();
+    // The usual hosts are the source IP written plainly: compared as text, not parsed.
+    let ip_of = |host: &[u8]| {
+        if host_is_ip_text(host, src_ip) {
+            Some(src_ip)
+        } else {
+            host_ip(host)
+        }
+    };
     let via_differs = via.is_some_and(|v| {
-        host_ip(v.host()) != Some(src_ip) || v.port().unwrap_or(via_default_port(&v)) != src.port()
+        ip_of(v.host()) != Some(src_ip) || v.port().unwrap_or(via_default_port(&v)) != src.port()
     });
-    let c_ip = host_ip(contact.host());
+    let c_ip = ip_of(contact.host());
     let c_port = contact
         .port()
         .unwrap_or(if contact.scheme() == Scheme::Sips {

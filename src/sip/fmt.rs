@@ -152,16 +152,56 @@ pub fn parse_ip_literal(host: &[u8]) -> Option<IpAddr> {
     std::str::from_utf8(h).ok()?.parse().ok()
 }
 
+/// An IPv4 address as `Display` writes it, in a stack buffer: (bytes, length).
+#[inline]
+fn v4_text(ip: Ipv4Addr) -> ([u8; 15], usize) {
+    let mut t = [0u8; 15];
+    let mut n = 0;
+    for (k, o) in ip.octets().into_iter().enumerate() {
+        if k > 0 {
+            t[n] = b'.';
+            n += 1;
+        }
+        if o >= 100 {
+            t[n] = b'0' + o / 100;
+            n += 1;
+        }
+        if o >= 10 {
+            t[n] = b'0' + o / 10 % 10;
+            n += 1;
+        }
+        t[n] = b'0' + o % 10;
+        n += 1;
+    }
+    (t, n)
+}
+
+/// `parse_ip_literal(host) == Some(ip)`, cheaply when `host` is written the way `Display` writes
+/// an IPv4 address (the usual sent-by or Contact host).
+#[inline]
+pub fn host_is_ip(host: &[u8], ip: IpAddr) -> bool {
+    host_is_ip_text(host, ip) || parse_ip_literal(host) == Some(ip)
+}
+
+/// True when `host` is exactly the text `Display` gives for `ip`, an IPv4 address (so it parses
+/// to `ip`). False says nothing: the host may still be `ip` written another way.
+#[inline]
+pub fn host_is_ip_text(host: &[u8], ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) if (7..=15).contains(&host.len()) => {
+            let (t, n) = v4_text(v4);
+            host == &t[..n]
+        }
+        _ => false,
+    }
+}
+
 /// Appends `ip` as `Display` writes it (IPv6 without brackets).
 pub fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
     match ip {
         IpAddr::V4(v4) => {
-            let o = v4.octets();
-            push_dec(out, u64::from(o[0]));
-            for x in &o[1..] {
-                out.push(b'.');
-                push_dec(out, u64::from(*x));
-            }
+            let (t, n) = v4_text(v4);
+            out.extend_from_slice(&t[..n]);
         }
         IpAddr::V6(v6) => {
             use std::io::Write;
@@ -328,6 +368,39 @@ mod tests {
             };
             assert_eq!(parse_ip_literal(c.as_bytes()), want, "{c}");
         }
+    }
+
+    #[test]
+    fn host_is_ip_as_parsing_says() {
+        let ips: [IpAddr; 4] = [
+            "127.0.0.1".parse().unwrap(),
+            "10.200.30.4".parse().unwrap(),
+            "::1".parse().unwrap(),
+            "::ffff:1.2.3.4".parse().unwrap(),
+        ];
+        let hosts = [
+            "127.0.0.1",
+            "127.0.0.01",
+            "10.200.30.4",
+            "10.200.30.40",
+            "[::1]",
+            "::1",
+            "[::ffff:1.2.3.4]",
+            "1.2.3.4",
+            "example.com",
+            "",
+        ];
+        for ip in ips {
+            for h in hosts {
+                assert_eq!(
+                    host_is_ip(h.as_bytes(), ip),
+                    parse_ip_literal(h.as_bytes()) == Some(ip),
+                    "{h} {ip}"
+                );
+            }
+        }
+        assert!(host_is_ip(b"127.0.0.1", ips[0]));
+        assert!(host_is_ip(b"[::1]", ips[2]));
     }
 
     #[test]

@@ -66,7 +66,7 @@ pub use build::{
     http_date, write_ack, write_cancel, write_request, write_response, BuildError, ExtraHeaders,
     RequestSpec, ResponseOptions,
 };
-pub use fmt::{hex16, parse_ip_literal, push_dec, push_ip, DateCache};
+pub use fmt::{hex16, host_is_ip, host_is_ip_text, parse_ip_literal, push_dec, push_ip, DateCache};
 pub use kinds::{HeaderKind, Method};
 pub use parse::{
     CSeq, Header, Invalid, Message, NameAddr, ParamIter, ParseError, Parser, Rejection, Rport, Via,
