@@ -41,7 +41,8 @@ use std::net::SocketAddr;
 use crate::config::Config;
 use crate::registrar::bindings::{aor_key, owner_of_aor};
 use crate::sip::{
-    write_response, HeaderKind, Invalid, Message, Method, Parser, ResponseOptions, Rport, Scheme,
+    push_header_line, write_response, write_response_with_lines, HeaderKind, Invalid, Message,
+    Method, Parser, ResponseOptions, Rport, Scheme,
 };
 use crate::timer::Millis;
 use crate::transaction::{
@@ -211,6 +212,8 @@ pub struct Dispatcher {
     out_buf: Vec<u8>,
     /// Reused scratch for the sent-by key.
     sent_by: Vec<u8>,
+    /// The extra header lines of every 200 to OPTIONS (Allow, Accept, Server), made once.
+    options_lines: Vec<u8>,
     counters: DispatchCounters,
     /// The registrar of this shard and the REGISTER path around it.
     reg: RegisterPath,
@@ -276,6 +279,13 @@ impl Dispatcher {
             tx: TransactionLayer::new(&config.sip.timers, now),
             out_buf: Vec::with_capacity(2048),
             sent_by: Vec::with_capacity(64),
+            options_lines: {
+                let mut l = Vec::new();
+                push_header_line(&mut l, "Allow", ALLOW.as_bytes());
+                push_header_line(&mut l, "Accept", b"application/sdp");
+                push_header_line(&mut l, "Server", SERVER_NAME.as_bytes());
+                l
+            },
             counters: DispatchCounters::default(),
             reg: {
                 let mut reg = RegisterPath::new(shard, config, shared, now);
@@ -394,6 +404,7 @@ impl Dispatcher {
             tx,
             out_buf,
             sent_by,
+            options_lines,
             counters,
             reg,
             events,
@@ -440,14 +451,10 @@ impl Dispatcher {
                 let opts = ResponseOptions {
                     source: Some(src),
                     to_tag: Some(&tag),
-                    headers: &[
-                        ("Allow", ALLOW.as_bytes()),
-                        ("Accept", b"application/sdp"),
-                        ("Server", SERVER_NAME.as_bytes()),
-                    ],
+                    headers: &[],
                     body: &[],
                 };
-                write_response(out_buf, &msg, 200, "OK", &opts);
+                write_response_with_lines(out_buf, &msg, 200, "OK", &opts, options_lines);
                 counters.options_answered += 1;
                 counters.responses_sent += 1;
                 out.send_to(reply_to, out_buf);
@@ -547,8 +554,12 @@ fn classify(msg: &Message) -> Verdict {
             if msg.max_forwards() == Some(0) && for_a_user {
                 return Verdict::Stateless(483, "Too Many Hops", None);
             }
-            let extensions = msg.tokens(HeaderKind::Require).next().is_some()
-                || msg.tokens(HeaderKind::ProxyRequire).next().is_some();
+            // One pass over the header kinds first: most requests have neither header.
+            let extensions = msg
+                .headers()
+                .any(|h| matches!(h.kind, HeaderKind::Require | HeaderKind::ProxyRequire))
+                && (msg.tokens(HeaderKind::Require).next().is_some()
+                    || msg.tokens(HeaderKind::ProxyRequire).next().is_some());
             if extensions {
                 return Verdict::Stateless(420, "Bad Extension", None);
             }

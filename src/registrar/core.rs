@@ -56,8 +56,8 @@ use std::net::{IpAddr, SocketAddr};
 
 use crate::config::Config;
 use crate::sip::{
-    host_is_ip_text, write_request, write_response, Message, Method, RequestSpec, ResponseOptions,
-    Scheme, Uri, Via,
+    host_is_ip_text, write_request, write_response, write_response_with_lines, Message, Method,
+    RequestSpec, ResponseOptions, Scheme, Uri, Via,
 };
 use crate::timer::{Millis, TimerWheel};
 use crate::transaction::{make_branch, BRANCH_LEN};
@@ -629,15 +629,18 @@ impl Registrar {
                 &mut outcome,
             );
         }
-        // 200 with every binding of the AOR (a query when there was no Contact).
+        // 200 with every binding of the AOR (a query when there was no Contact). The Contact and
+        // Date lines are written here, in one buffer, as the builder would write them.
         self.contact_hdr.clear();
         for i in self.store.chain(key, hash) {
             let b = self.store.b(i);
-            if !self.contact_hdr.is_empty() {
+            if self.contact_hdr.is_empty() {
+                self.contact_hdr.extend_from_slice(b"Contact: ");
+            } else {
                 self.contact_hdr.extend_from_slice(b", ");
             }
             self.contact_hdr.push(b'<');
-            self.contact_hdr.extend_from_slice(b.contact());
+            crate::sip::push_clean(&mut self.contact_hdr, b.contact());
             self.contact_hdr.extend_from_slice(b">;expires=");
             push_num(
                 &mut self.contact_hdr,
@@ -648,26 +651,22 @@ impl Registrar {
                 push_q(&mut self.contact_hdr, b.q);
             }
         }
-        let date = self
-            .wall_at_zero_ms
-            .map(|z| *self.date.get(z.saturating_add(now) / 1000));
-        let mut hdrs: [(&str, &[u8]); 2] = [("", b""), ("", b"")];
-        let mut n = 0;
         if !self.contact_hdr.is_empty() {
-            hdrs[n] = ("Contact", &self.contact_hdr);
-            n += 1;
+            self.contact_hdr.extend_from_slice(b"\r\n");
         }
-        if let Some(d) = &date {
-            hdrs[n] = ("Date", d);
-            n += 1;
+        if let Some(z) = self.wall_at_zero_ms {
+            let date = self.date.get(z.saturating_add(now) / 1000);
+            self.contact_hdr.extend_from_slice(b"Date: ");
+            self.contact_hdr.extend_from_slice(date);
+            self.contact_hdr.extend_from_slice(b"\r\n");
         }
         let opts = ResponseOptions {
             source: Some(src),
             to_tag: Some(&tag),
-            headers: &hdrs[..n],
+            headers: &[],
             body: b"",
         };
-        write_response(out, msg, 200, "OK", &opts);
+        write_response_with_lines(out, msg, 200, "OK", &opts, &self.contact_hdr);
         outcome
     }
 

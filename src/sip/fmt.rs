@@ -98,10 +98,16 @@ pub fn push_clean(out: &mut Vec<u8>, b: &[u8]) {
     let start = out.len();
     out.extend_from_slice(b);
     if may_have_crlf(b) {
-        for c in &mut out[start..] {
-            if *c == b'\r' || *c == b'\n' {
-                *c = b' ';
-            }
+        unfold(&mut out[start..]);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn unfold(text: &mut [u8]) {
+    for c in text {
+        if *c == b'\r' || *c == b'\n' {
+            *c = b' ';
         }
     }
 }
