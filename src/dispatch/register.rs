@@ -185,8 +185,8 @@ impl RegisterPath {
         stale: bool,
         out: &mut Vec<u8>,
     ) {
-        self.challenges.clear();
-        self.auth.challenges(now, stale, &mut self.challenges);
+        self.auth
+            .challenges_reusing(now, stale, &mut self.challenges);
         let mut headers: [(&str, &[u8]); 3] =
             [("Server", SERVER_NAME.as_bytes()), ("", b""), ("", b"")];
         let mut n = 1;

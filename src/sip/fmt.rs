@@ -158,26 +158,38 @@ pub fn parse_ip_literal(host: &[u8]) -> Option<IpAddr> {
     std::str::from_utf8(h).ok()?.parse().ok()
 }
 
+/// Every octet as text: three bytes (left-aligned) and the length.
+const OCTETS: [([u8; 3], u8); 256] = {
+    let mut t = [([0u8; 3], 0u8); 256];
+    let mut o = 0;
+    while o < 256 {
+        let (h, d, u) = ((o / 100) as u8, (o / 10 % 10) as u8, (o % 10) as u8);
+        t[o] = if o >= 100 {
+            ([b'0' + h, b'0' + d, b'0' + u], 3)
+        } else if o >= 10 {
+            ([b'0' + d, b'0' + u, 0], 2)
+        } else {
+            ([b'0' + u, 0, 0], 1)
+        };
+        o += 1;
+    }
+    t
+};
+
 /// An IPv4 address as `Display` writes it, in a stack buffer: (bytes, length).
 #[inline]
-fn v4_text(ip: Ipv4Addr) -> ([u8; 15], usize) {
-    let mut t = [0u8; 15];
+fn v4_text(ip: Ipv4Addr) -> ([u8; 18], usize) {
+    // Each octet's three bytes are stored, then the length moves on: no branches.
+    let mut t = [0u8; 18];
     let mut n = 0;
     for (k, o) in ip.octets().into_iter().enumerate() {
+        let (text, len) = OCTETS[o as usize];
         if k > 0 {
             t[n] = b'.';
             n += 1;
         }
-        if o >= 100 {
-            t[n] = b'0' + o / 100;
-            n += 1;
-        }
-        if o >= 10 {
-            t[n] = b'0' + o / 10 % 10;
-            n += 1;
-        }
-        t[n] = b'0' + o % 10;
-        n += 1;
+        t[n..n + 3].copy_from_slice(&text);
+        n += len as usize;
     }
     (t, n)
 }
