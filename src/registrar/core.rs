@@ -1028,14 +1028,12 @@ impl Registrar {
     fn schedule(&mut self, idx: u32, kind: u32, at: Millis) {
         let block = at >> BLOCK_SHIFT;
         let entry = idx << 1 | kind;
-        match self.blocks.get_mut(&block) {
-            Some(v) => v.push(entry),
-            None => {
-                let mut v = self.spare_blocks.pop().unwrap_or_default();
-                v.push(entry);
-                self.blocks.insert(block, v);
-            }
-        }
+        // One descent of the tree, found or not.
+        let spare = &mut self.spare_blocks;
+        self.blocks
+            .entry(block)
+            .or_insert_with(|| spare.pop().unwrap_or_default())
+            .push(entry);
     }
 
     fn start_keepalives(&mut self, idx: u32, now: Millis) {

@@ -205,13 +205,27 @@ pub fn host_is_ip(host: &[u8], ip: IpAddr) -> bool {
 /// to `ip`). False says nothing: the host may still be `ip` written another way.
 #[inline]
 pub fn host_is_ip_text(host: &[u8], ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) if (7..=15).contains(&host.len()) => {
-            let (t, n) = v4_text(v4);
-            host == &t[..n]
+    let IpAddr::V4(v4) = ip else {
+        return false;
+    };
+    // Octet by octet against the table, without writing the text out.
+    let mut p = 0;
+    for (k, o) in v4.octets().into_iter().enumerate() {
+        if k > 0 {
+            if host.get(p) != Some(&b'.') {
+                return false;
+            }
+            p += 1;
         }
-        _ => false,
+        let (text, len) = OCTETS[o as usize];
+        for &c in &text[..len as usize] {
+            if host.get(p) != Some(&c) {
+                return false;
+            }
+            p += 1;
+        }
     }
+    p == host.len()
 }
 
 /// Appends `ip` as `Display` writes it (IPv6 without brackets).
@@ -418,6 +432,16 @@ mod tests {
             }
         }
         assert!(host_is_ip(b"127.0.0.1", ips[0]));
+        assert!(host_is_ip_text(b"10.200.30.4", ips[1]));
+        for h in [
+            "10.200.30.",
+            "10.200.30.44",
+            "10.200.3.4",
+            "10.200.30.4.",
+            "1.200.30.4",
+        ] {
+            assert!(!host_is_ip_text(h.as_bytes(), ips[1]), "{h}");
+        }
         assert!(host_is_ip(b"[::1]", ips[2]));
     }
 
