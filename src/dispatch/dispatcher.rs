@@ -908,6 +908,10 @@ fn settle_events<O: Outbox<Mail>>(
     events: &mut Vec<TxEvent>,
     now: Millis,
 ) {
+    if events.is_empty() && !trunks.has_timeouts() && !proxy.has_timeouts() {
+        // The usual case after a request: nothing to hand over, nothing to run.
+        return;
+    }
     deliver_events(events, reg, trunks, proxy, now);
     let mut sent = 0u64;
     loop {
