@@ -56,8 +56,8 @@ use std::net::{IpAddr, SocketAddr};
 
 use crate::config::Config;
 use crate::sip::{
-    host_is_ip_text, write_request, write_response, write_response_with_lines, Message, Method,
-    RequestSpec, ResponseOptions, Scheme, Uri, Via,
+    write_request, write_response, write_response_with_lines, Message, Method, RequestSpec,
+    ResponseOptions, Scheme, Uri, Via,
 };
 use crate::timer::{Millis, TimerWheel};
 use crate::transaction::{make_branch, BRANCH_LEN};
@@ -351,8 +351,9 @@ fn via_default_port(via: &Via) -> u16 {
 fn is_nat(via: Option<Via>, contact: &Uri, src: SocketAddr) -> bool {
     let src_ip = src.ip().to_canonical();
     // The usual hosts are the source IP written plainly: compared as text, not parsed.
+    let text = crate::sip::Ipv4Text::of(src_ip);
     let ip_of = |host: &[u8]| {
-        if host_is_ip_text(host, src_ip) {
+        if text.is_some_and(|t| t.is(host)) {
             Some(src_ip)
         } else {
             host_ip(host)

@@ -176,22 +176,57 @@ const OCTETS: [([u8; 3], u8); 256] = {
     t
 };
 
-/// An IPv4 address as `Display` writes it, in a stack buffer: (bytes, length).
+/// An IPv4 address as `Display` writes it, in a stack buffer: (bytes, zero-padded; length).
 #[inline]
-fn v4_text(ip: Ipv4Addr) -> ([u8; 18], usize) {
-    // Each octet's three bytes are stored, then the length moves on: no branches.
-    let mut t = [0u8; 18];
+fn v4_text(ip: Ipv4Addr) -> ([u8; 16], usize) {
+    let mut t = [0u8; 19];
+    let o = ip.octets();
     let mut n = 0;
-    for (k, o) in ip.octets().into_iter().enumerate() {
-        let (text, len) = OCTETS[o as usize];
-        if k > 0 {
-            t[n] = b'.';
-            n += 1;
-        }
+    for k in 0..4 {
+        let (text, len) = OCTETS[o[k] as usize];
         t[n..n + 3].copy_from_slice(&text);
         n += len as usize;
+        t[n] = b'.';
+        n += 1;
     }
-    (t, n)
+    n -= 1;
+    t[n] = 0;
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&t[..16]);
+    (out, n)
+}
+
+/// The text `Display` gives an IPv4 address, made once to compare several hosts against it.
+#[derive(Clone, Copy, Debug)]
+pub struct Ipv4Text {
+    text: [u8; 16],
+    len: usize,
+}
+
+impl Ipv4Text {
+    /// None for an IPv6 address.
+    #[inline]
+    pub fn of(ip: IpAddr) -> Option<Ipv4Text> {
+        match ip {
+            IpAddr::V4(v4) => {
+                let (text, len) = v4_text(v4);
+                Some(Ipv4Text { text, len })
+            }
+            IpAddr::V6(_) => None,
+        }
+    }
+
+    /// True when `host` is exactly this text (so it parses to this address). False says
+    /// nothing: the host may be the address written another way.
+    #[inline]
+    pub fn is(&self, host: &[u8]) -> bool {
+        if host.len() != self.len {
+            return false;
+        }
+        let mut h = [0u8; 16];
+        h[..host.len()].copy_from_slice(host);
+        h == self.text
+    }
 }
 
 /// `parse_ip_literal(host) == Some(ip)`, cheaply when `host` is written the way `Display` writes
@@ -205,27 +240,7 @@ pub fn host_is_ip(host: &[u8], ip: IpAddr) -> bool {
 /// to `ip`). False says nothing: the host may still be `ip` written another way.
 #[inline]
 pub fn host_is_ip_text(host: &[u8], ip: IpAddr) -> bool {
-    let IpAddr::V4(v4) = ip else {
-        return false;
-    };
-    // Octet by octet against the table, without writing the text out.
-    let mut p = 0;
-    for (k, o) in v4.octets().into_iter().enumerate() {
-        if k > 0 {
-            if host.get(p) != Some(&b'.') {
-                return false;
-            }
-            p += 1;
-        }
-        let (text, len) = OCTETS[o as usize];
-        for &c in &text[..len as usize] {
-            if host.get(p) != Some(&c) {
-                return false;
-            }
-            p += 1;
-        }
-    }
-    p == host.len()
+    Ipv4Text::of(ip).is_some_and(|t| t.is(host))
 }
 
 /// Appends `ip` as `Display` writes it (IPv6 without brackets).

@@ -68,6 +68,7 @@ pub use build::{
 };
 pub use fmt::{
     hex16, host_is_ip, host_is_ip_text, parse_ip_literal, push_clean, push_dec, push_ip, DateCache,
+    Ipv4Text,
 };
 pub use kinds::{HeaderKind, Method};
 pub use parse::{
