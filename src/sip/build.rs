@@ -41,7 +41,7 @@ fn extras_and_body(out: &mut Vec<u8>, headers: ExtraHeaders, lines: &[u8], body:
     }
     out.extend_from_slice(lines);
     out.extend_from_slice(b"Content-Length: ");
-    push_dec(out, body.len() as u64);
+    push_dec(out, body.len().min(u32::MAX as usize) as u64);
     out.extend_from_slice(b"\r\n\r\n");
     out.extend_from_slice(body);
 }
