@@ -184,6 +184,36 @@ fn first_register_is_challenged_with_one_value_per_algorithm() {
 }
 
 #[test]
+fn reused_challenge_buffers_hold_exactly_this_requests_challenges() {
+    let mut w = world();
+    // Leftovers from earlier use (more values than algorithms, stale text) are replaced.
+    let mut values = vec![b"old".to_vec(), b"older".to_vec(), b"oldest".to_vec()];
+    w.auth.challenges_reusing(1_000, false, &mut values);
+    assert_eq!(values.len(), 2);
+    let mut nonces = Vec::new();
+    for (v, alg) in values.iter().zip(["SHA-256", "MD5"]) {
+        let a = parse_auth(v).expect("challenge parses");
+        assert_eq!(a.digest.realm, Some(REALM.as_bytes()));
+        assert_eq!(a.digest.algorithm, Some(alg.as_bytes()));
+        assert!(!a.is_stale());
+        nonces.push(a.digest.nonce.expect("nonce").to_vec());
+    }
+    assert_ne!(nonces[0], nonces[1]);
+    w.auth.challenges_reusing(1_000, true, &mut values);
+    assert_eq!(values.len(), 2);
+    assert!(values.iter().all(|v| parse_auth(v).unwrap().is_stale()));
+    // The answer to a reused challenge is accepted like any other.
+    let alice = w.id("alice");
+    let ch = parse_auth(&values[1]).unwrap();
+    let nonce = std::str::from_utf8(ch.digest.nonce.unwrap()).unwrap();
+    let text = register(
+        "alice",
+        &[credentials(Algorithm::Md5, "alice", "wonderland", nonce)],
+    );
+    assert_eq!(w.decide(&text, PHONE, 3_000), alice);
+}
+
+#[test]
 fn challenge_then_correct_md5_and_sha256_answers_are_accepted() {
     let mut w = world();
     let alice = w.id("alice");

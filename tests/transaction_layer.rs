@@ -649,6 +649,66 @@ fn start_errors() {
 // ----------------------------------------------------------------------------------------------
 
 #[test]
+fn timer_j_of_a_terminated_transaction_spares_the_one_reusing_its_slot() {
+    let mut s = Sim::default();
+    let RequestOutcome::New(a) = s.request("REGISTER", "z9hG4bK-a", "ua.example:5062") else {
+        panic!()
+    };
+    s.respond(a, 200); // Timer J due at 32 000
+    assert_eq!(s.layer.pending_timers(), 1);
+    assert_eq!(s.layer.next_deadline(), Some(32_000));
+    assert!(s.layer.terminate(a));
+    assert_eq!(s.layer.pending_timers(), 0);
+    s.run_until(10_000);
+    // The freed slot is taken again; its own Timer J is due at 42 000.
+    let RequestOutcome::New(b) = s.request("REGISTER", "z9hG4bK-b", "ua.example:5062") else {
+        panic!()
+    };
+    assert_eq!(s.layer.slot_capacity(), 1, "slot reused");
+    s.respond(b, 200);
+    assert_eq!(s.layer.pending_timers(), 1);
+    s.run_until(41_999);
+    assert_eq!(s.layer.len(), 1, "the old entry at 32 000 did not remove b");
+    assert_eq!(
+        s.request("REGISTER", "z9hG4bK-b", "ua.example:5062"),
+        RequestOutcome::Retransmission {
+            id: b,
+            resent: true
+        }
+    );
+    s.run_until(42_000);
+    assert!(s.layer.is_empty());
+    assert_eq!(s.layer.pending_timers(), 0);
+    assert_eq!(s.layer.next_deadline(), None);
+}
+
+#[test]
+fn timer_j_runs_in_arming_order_among_other_timers() {
+    let mut s = Sim::default();
+    let mut ids = Vec::new();
+    for k in 0..5u64 {
+        s.run_until(k * 1_000);
+        let RequestOutcome::New(id) = s.request("REGISTER", &format!("z9hG4bK-{k}"), "ua:5060")
+        else {
+            panic!()
+        };
+        s.respond(id, 200);
+        ids.push(id);
+    }
+    // A client transaction's timers interleave with them in the same wheel/FIFO walk.
+    s.client("OPTIONS", "z9hG4bK-c", 7);
+    for k in 0..5u64 {
+        s.run_until(32_000 + k * 1_000 - 1);
+        assert_eq!(s.layer.state(ids[k as usize]), Some(TxState::Completed));
+        s.run_until(32_000 + k * 1_000);
+        assert_eq!(s.layer.state(ids[k as usize]), None, "{k}");
+    }
+    s.run_until(40_000);
+    assert!(s.layer.is_empty());
+    assert_eq!(s.layer.pending_timers(), 0);
+}
+
+#[test]
 fn non_invite_server_absorbs_and_resends_then_timer_j() {
     let mut s = Sim::default();
     let RequestOutcome::New(id) = s.request("OPTIONS", "z9hG4bK-s1", "ua.example:5062") else {

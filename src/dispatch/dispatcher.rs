@@ -41,7 +41,8 @@ use std::net::SocketAddr;
 use crate::config::Config;
 use crate::registrar::bindings::{aor_key, owner_of_aor};
 use crate::sip::{
-    write_response, HeaderKind, Invalid, Message, Method, Parser, ResponseOptions, Rport, Scheme,
+    push_header_line, write_response, write_response_with_lines, HeaderKind, Invalid, Message,
+    Method, Parser, ResponseOptions, Rport, Scheme,
 };
 use crate::timer::Millis;
 use crate::transaction::{
@@ -211,6 +212,8 @@ pub struct Dispatcher {
     out_buf: Vec<u8>,
     /// Reused scratch for the sent-by key.
     sent_by: Vec<u8>,
+    /// The extra header lines of every 200 to OPTIONS (Allow, Accept, Server), made once.
+    options_lines: Vec<u8>,
     counters: DispatchCounters,
     /// The registrar of this shard and the REGISTER path around it.
     reg: RegisterPath,
@@ -276,6 +279,13 @@ impl Dispatcher {
             tx: TransactionLayer::new(&config.sip.timers, now),
             out_buf: Vec::with_capacity(2048),
             sent_by: Vec::with_capacity(64),
+            options_lines: {
+                let mut l = Vec::new();
+                push_header_line(&mut l, "Allow", ALLOW.as_bytes());
+                push_header_line(&mut l, "Accept", b"application/sdp");
+                push_header_line(&mut l, "Server", SERVER_NAME.as_bytes());
+                l
+            },
             counters: DispatchCounters::default(),
             reg: {
                 let mut reg = RegisterPath::new(shard, config, shared, now);
@@ -394,6 +404,7 @@ impl Dispatcher {
             tx,
             out_buf,
             sent_by,
+            options_lines,
             counters,
             reg,
             events,
@@ -440,14 +451,10 @@ impl Dispatcher {
                 let opts = ResponseOptions {
                     source: Some(src),
                     to_tag: Some(&tag),
-                    headers: &[
-                        ("Allow", ALLOW.as_bytes()),
-                        ("Accept", b"application/sdp"),
-                        ("Server", SERVER_NAME.as_bytes()),
-                    ],
+                    headers: &[],
                     body: &[],
                 };
-                write_response(out_buf, &msg, 200, "OK", &opts);
+                write_response_with_lines(out_buf, &msg, 200, "OK", &opts, options_lines);
                 counters.options_answered += 1;
                 counters.responses_sent += 1;
                 out.send_to(reply_to, out_buf);
@@ -485,7 +492,7 @@ impl Dispatcher {
                 stateless_reject(*shard, &msg, src, reply_to, answer, out_buf, counters, out);
                 return;
             }
-            if !handed_in {
+            if !handed_in && reg.may_challenge_here(&msg) {
                 let tag = to_tag(*shard, &msg);
                 if reg.challenge_here(&msg, src, &tag, now, out_buf) {
                     counters.responses_sent += 1;
@@ -547,8 +554,12 @@ fn classify(msg: &Message) -> Verdict {
             if msg.max_forwards() == Some(0) && for_a_user {
                 return Verdict::Stateless(483, "Too Many Hops", None);
             }
-            let extensions = msg.tokens(HeaderKind::Require).next().is_some()
-                || msg.tokens(HeaderKind::ProxyRequire).next().is_some();
+            // One pass over the header kinds first: most requests have neither header.
+            let extensions = msg
+                .headers()
+                .any(|h| matches!(h.kind, HeaderKind::Require | HeaderKind::ProxyRequire))
+                && (msg.tokens(HeaderKind::Require).next().is_some()
+                    || msg.tokens(HeaderKind::ProxyRequire).next().is_some());
             if extensions {
                 return Verdict::Stateless(420, "Bad Extension", None);
             }
@@ -605,9 +616,7 @@ fn to_tag(shard: ShardId, msg: &Message) -> [u8; 20] {
     tag[1] = HEX[(shard >> 4) & 0xf];
     tag[2] = HEX[shard & 0xf];
     tag[3] = b'.';
-    for i in 0..16 {
-        tag[4 + i] = HEX[((v >> (60 - 4 * i)) & 0xf) as usize];
-    }
+    tag[4..].copy_from_slice(&crate::sip::hex16(v));
     tag
 }
 
@@ -708,9 +717,8 @@ fn stateful<O: Outbox<Mail>>(
     sent_by.clear();
     sent_by.extend_from_slice(via.host());
     if let Some(p) = via.port() {
-        use std::io::Write;
-        // Writing to a Vec cannot fail.
-        let _ = write!(sent_by, ":{p}");
+        sent_by.push(b':');
+        crate::sip::push_dec(sent_by, u64::from(p));
     }
     let key = if has_magic_cookie(branch) {
         ServerKey::Rfc3261 { branch, sent_by }
@@ -741,9 +749,11 @@ fn stateful<O: Outbox<Mail>>(
     );
     counters.responses_sent += sent;
     sent = 0;
-    let tag = to_tag(shard, msg);
+    // Made only when a response of ours needs it (the registrar's 200 carries its own tag).
+    let tag = || to_tag(shard, msg);
     // Writes a response with `Server` (and up to two more headers) into `out_buf`.
     let write = |out_buf: &mut Vec<u8>, status: u16, reason: &str, extra: &[(&str, &[u8])]| {
+        let tag = tag();
         let mut headers: [(&str, &[u8]); 3] =
             [("Server", SERVER_NAME.as_bytes()), ("", b""), ("", b"")];
         let n = 1 + extra.len().min(2);
@@ -760,7 +770,7 @@ fn stateful<O: Outbox<Mail>>(
     let mut cancel_of: Option<u64> = None;
     let (id, status) = match outcome {
         RequestOutcome::New(id) if msg.method() == Some(Method::Register) => {
-            (id, reg.answer(msg, src, &tag, now, out_buf))
+            (id, reg.answer(msg, src, tag, now, out_buf))
         }
         RequestOutcome::New(id) if msg.method() == Some(Method::Invite) && !has_to_tag => {
             let mut sink = Sink {
@@ -898,6 +908,10 @@ fn settle_events<O: Outbox<Mail>>(
     events: &mut Vec<TxEvent>,
     now: Millis,
 ) {
+    if events.is_empty() && !trunks.has_timeouts() && !proxy.has_timeouts() {
+        // The usual case after a request: nothing to hand over, nothing to run.
+        return;
+    }
     deliver_events(events, reg, trunks, proxy, now);
     let mut sent = 0u64;
     loop {

@@ -185,8 +185,8 @@ impl RegisterPath {
         stale: bool,
         out: &mut Vec<u8>,
     ) {
-        self.challenges.clear();
-        self.auth.challenges(now, stale, &mut self.challenges);
+        self.auth
+            .challenges_reusing(now, stale, &mut self.challenges);
         let mut headers: [(&str, &[u8]); 3] =
             [("Server", SERVER_NAME.as_bytes()), ("", b""), ("", b"")];
         let mut n = 1;
@@ -203,13 +203,21 @@ impl RegisterPath {
         write_response(out, msg, 401, "Unauthorized", &opts);
     }
 
+    /// At the receiving shard: whether [`RegisterPath::challenge_here`] might answer this
+    /// request (so the caller makes a To-tag only then).
+    pub fn may_challenge_here(&self, msg: &Message) -> bool {
+        self.require_auth && msg.header(HeaderKind::Authorization).is_none()
+    }
+
     /// At the owner shard, for a new server transaction: decide and write the whole response into
-    /// `out`. Returns its status.
-    pub fn answer(
+    /// `out`. Returns its status. `to_tag` makes the To-tag of our own refusals and challenges
+    /// (the registrar's 200 has its own). `self.aor` holds the request's canonical AOR (made by the
+    /// dispatcher with `bindings::aor_key`), or is empty (then it is made here).
+    pub fn answer<T: AsRef<[u8]>>(
         &mut self,
         msg: &Message,
         src: SocketAddr,
-        to_tag: &[u8],
+        to_tag: impl FnOnce() -> T,
         now: Millis,
         out: &mut Vec<u8>,
     ) -> u16 {
@@ -223,7 +231,13 @@ impl RegisterPath {
         match decision {
             AuthDecision::Accepted(account) => {
                 let ua = msg.header(HeaderKind::UserAgent).unwrap_or_default();
-                let outcome = self.registrar.on_register(msg, src, account, ua, now, out);
+                // The dispatcher made the AOR (`self.aor`) for this request already.
+                let outcome = if self.aor.is_empty() {
+                    self.registrar.on_register(msg, src, account, ua, now, out)
+                } else {
+                    self.registrar
+                        .on_register_with_aor(msg, &self.aor, src, account, ua, now, out)
+                };
                 if let Some(reason) = outcome.refused {
                     self.counters.refused_by_core += 1;
                     self.log_failure(msg, src, now, reason);
@@ -237,7 +251,7 @@ impl RegisterPath {
                 if let Some(reason) = self.auth.last_failure() {
                     self.log_failure(msg, src, now, reason);
                 }
-                self.write_challenge(msg, src, to_tag, now, stale, out);
+                self.write_challenge(msg, src, to_tag().as_ref(), now, stale, out);
                 401
             }
             AuthDecision::Forbidden(why) => {
@@ -247,19 +261,25 @@ impl RegisterPath {
                     .last_failure()
                     .unwrap_or(FailReason::SourceNotAllowed);
                 self.log_failure(msg, src, now, reason);
-                forbidden(msg, src, to_tag, why, out);
+                forbidden(msg, src, to_tag().as_ref(), why, out);
                 403
             }
             AuthDecision::BadRequest(why) => {
                 self.counters.bad_credentials += 1;
                 self.log_failure(msg, src, now, FailReason::BadRequest);
-                refuse(msg, src, to_tag, 400, "Bad Request", why, out);
+                refuse(msg, src, to_tag().as_ref(), 400, "Bad Request", why, out);
                 400
             }
             AuthDecision::Suspended { .. } => {
                 self.counters.suspended += 1;
                 self.log_failure(msg, src, now, FailReason::Suspended);
-                forbidden(msg, src, to_tag, "suspended after repeated failures", out);
+                forbidden(
+                    msg,
+                    src,
+                    to_tag().as_ref(),
+                    "suspended after repeated failures",
+                    out,
+                );
                 403
             }
         }

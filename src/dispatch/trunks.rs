@@ -462,6 +462,11 @@ impl Trunks {
         self.timeouts.push(token);
     }
 
+    /// Timeouts are queued for [`Trunks::run_timeouts`].
+    pub fn has_timeouts(&self) -> bool {
+        !self.timeouts.is_empty()
+    }
+
     /// Hand queued timeouts to their registrations (stale tokens are ignored).
     pub fn run_timeouts<S: TxSink>(
         &mut self,

@@ -479,6 +479,23 @@ impl Authenticator {
         }
     }
 
+    /// Like [`Authenticator::challenges`], but `values` ends up holding exactly this request's
+    /// challenges, written into the buffers it already has: no allocation once they are grown.
+    pub fn challenges_reusing(&mut self, now: Millis, stale: bool, values: &mut Vec<Vec<u8>>) {
+        let n = self.algorithms.len();
+        values.truncate(n);
+        while values.len() < n {
+            values.push(Vec::with_capacity(96 + self.realm.len() + NONCE_LEN));
+        }
+        for (k, v) in values.iter_mut().enumerate() {
+            let mut nonce = [0u8; NONCE_LEN];
+            self.key.make(now, self.salt, &mut nonce);
+            self.salt = self.salt.wrapping_add(1);
+            v.clear();
+            digest::write_challenge(v, self.algorithms[k], self.realm.as_bytes(), &nonce, stale);
+        }
+    }
+
     /// Forget failure state older than its suspension (called from the registrar's timers).
     /// Work is proportional to the entries dropped (plus dead queue records).
     pub fn expire(&mut self, now: Millis) {

@@ -114,12 +114,7 @@ impl Addr {
 
 /// An IP literal host (`1.2.3.4` or `[::1]`), canonical (v4-mapped v6 → v4).
 pub(crate) fn host_ip(host: &[u8]) -> Option<IpAddr> {
-    let h = host
-        .strip_prefix(b"[")
-        .and_then(|h| h.strip_suffix(b"]"))
-        .unwrap_or(host);
-    let ip: IpAddr = std::str::from_utf8(h).ok()?.parse().ok()?;
-    Some(ip.to_canonical())
+    crate::sip::parse_ip_literal(host).map(|ip| ip.to_canonical())
 }
 
 /// RFC 1918, RFC 6598 (CGNAT), loopback, link-local, IPv6 ULA and link-local.

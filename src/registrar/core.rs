@@ -56,7 +56,8 @@ use std::net::{IpAddr, SocketAddr};
 
 use crate::config::Config;
 use crate::sip::{
-    write_request, write_response, Message, Method, RequestSpec, ResponseOptions, Scheme, Uri, Via,
+    write_request, write_response, write_response_with_lines, Message, Method, RequestSpec,
+    ResponseOptions, Scheme, Uri, Via,
 };
 use crate::timer::{Millis, TimerWheel};
 use crate::transaction::{make_branch, BRANCH_LEN};
@@ -285,6 +286,8 @@ pub struct Registrar {
     /// Unix time in ms at `Millis` 0 of the caller's clock, when known: the 200 OK then
     /// carries a `Date` header (RFC 3261 §10.3 step 8). The core never reads a clock.
     wall_at_zero_ms: Option<u64>,
+    /// The `Date` text of the last second a 200 was written in.
+    date: crate::sip::DateCache,
     /// Shards of the process (1 until told): keepalive Call-IDs are chosen so that the kernel's
     /// steering program delivers their answers to this shard (`sip::steer`).
     shards: usize,
@@ -308,13 +311,11 @@ fn splitmix(x: &mut u64) -> u64 {
 }
 
 fn push_num(out: &mut Vec<u8>, v: u64) {
-    use std::io::Write;
-    let _ = write!(out, "{v}");
+    crate::sip::push_dec(out, v);
 }
 
 fn push_hex(out: &mut Vec<u8>, v: u64) {
-    use std::io::Write;
-    let _ = write!(out, "{v:016x}");
+    out.extend_from_slice(&crate::sip::hex16(v));
 }
 
 fn push_q(out: &mut Vec<u8>, q: u16) {
@@ -349,10 +350,19 @@ fn via_default_port(via: &Via) -> u16 {
 
 fn is_nat(via: Option<Via>, contact: &Uri, src: SocketAddr) -> bool {
     let src_ip = src.ip().to_canonical();
+    // The usual hosts are the source IP written plainly: compared as text, not parsed.
+    let text = crate::sip::Ipv4Text::of(src_ip);
+    let ip_of = |host: &[u8]| {
+        if text.is_some_and(|t| t.is(host)) {
+            Some(src_ip)
+        } else {
+            host_ip(host)
+        }
+    };
     let via_differs = via.is_some_and(|v| {
-        host_ip(v.host()) != Some(src_ip) || v.port().unwrap_or(via_default_port(&v)) != src.port()
+        ip_of(v.host()) != Some(src_ip) || v.port().unwrap_or(via_default_port(&v)) != src.port()
     });
-    let c_ip = host_ip(contact.host());
+    let c_ip = ip_of(contact.host());
     let c_port = contact
         .port()
         .unwrap_or(if contact.scheme() == Scheme::Sips {
@@ -403,6 +413,7 @@ impl Registrar {
             unique: seed.rotate_left(32),
             local: cfg.server.listen,
             wall_at_zero_ms: None,
+            date: crate::sip::DateCache::default(),
             shards: 1,
             counters: RegistrarCounters::default(),
             key: Vec::with_capacity(128),
@@ -463,14 +474,63 @@ impl Registrar {
         out: &mut Vec<u8>,
     ) -> RegisterOutcome {
         let mut key = std::mem::take(&mut self.key);
-        let r = self.register(msg, src, account, user_agent, now, out, &mut key);
+        key.clear();
+        let r = match aor_key(msg, &mut key) {
+            Ok(()) => self.register(msg, src, account, user_agent, now, out, &key),
+            Err(e) => self.refuse_bad_aor(msg, src, e, out),
+        };
         self.key = key;
+        self.count_outcome(&r);
+        r
+    }
+
+    /// [`Registrar::on_register`] for a caller that already made the request's canonical AOR
+    /// (`bindings::aor_key` succeeded on this very `msg` and wrote `aor`): saves making it again.
+    #[allow(clippy::too_many_arguments)]
+    pub fn on_register_with_aor(
+        &mut self,
+        msg: &Message,
+        aor: &[u8],
+        src: SocketAddr,
+        account: AccountId,
+        user_agent: &[u8],
+        now: Millis,
+        out: &mut Vec<u8>,
+    ) -> RegisterOutcome {
+        let r = self.register(msg, src, account, user_agent, now, out, aor);
+        self.count_outcome(&r);
+        r
+    }
+
+    /// 400 for a REGISTER whose AOR cannot be made.
+    fn refuse_bad_aor(
+        &mut self,
+        msg: &Message,
+        src: SocketAddr,
+        why: &'static str,
+        out: &mut Vec<u8>,
+    ) -> RegisterOutcome {
+        let tag = to_tag(msg);
+        let opts = ResponseOptions {
+            source: Some(src),
+            to_tag: Some(&tag),
+            ..Default::default()
+        };
+        write_response(out, msg, 400, "Bad Request", &opts);
+        RegisterOutcome {
+            status: 400,
+            refused: Some(FailReason::BadRequest),
+            detail: why,
+            ..Default::default()
+        }
+    }
+
+    fn count_outcome(&mut self, r: &RegisterOutcome) {
         if let Some(reason) = r.refused {
             self.counters.refused[reason_index(reason)] += 1;
         }
         self.counters.added += u64::from(r.added);
         self.counters.refreshed += u64::from(r.refreshed);
-        r
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -482,7 +542,7 @@ impl Registrar {
         user_agent: &[u8],
         now: Millis,
         out: &mut Vec<u8>,
-        key: &mut Vec<u8>,
+        key: &[u8],
     ) -> RegisterOutcome {
         let tag = to_tag(msg);
         let refuse = |out: &mut Vec<u8>, status, reason: &str, why, detail| {
@@ -499,9 +559,6 @@ impl Registrar {
                 ..Default::default()
             }
         };
-        if let Err(e) = aor_key(msg, key) {
-            return refuse(out, 400, "Bad Request", FailReason::BadRequest, e);
-        }
         let (Some(call_id), Some(cseq)) = (msg.call_id(), msg.cseq()) else {
             return refuse(
                 out,
@@ -573,15 +630,18 @@ impl Registrar {
                 &mut outcome,
             );
         }
-        // 200 with every binding of the AOR (a query when there was no Contact).
+        // 200 with every binding of the AOR (a query when there was no Contact). The Contact and
+        // Date lines are written here, in one buffer, as the builder would write them.
         self.contact_hdr.clear();
         for i in self.store.chain(key, hash) {
             let b = self.store.b(i);
-            if !self.contact_hdr.is_empty() {
+            if self.contact_hdr.is_empty() {
+                self.contact_hdr.extend_from_slice(b"Contact: ");
+            } else {
                 self.contact_hdr.extend_from_slice(b", ");
             }
             self.contact_hdr.push(b'<');
-            self.contact_hdr.extend_from_slice(b.contact());
+            crate::sip::push_clean(&mut self.contact_hdr, b.contact());
             self.contact_hdr.extend_from_slice(b">;expires=");
             push_num(
                 &mut self.contact_hdr,
@@ -592,26 +652,22 @@ impl Registrar {
                 push_q(&mut self.contact_hdr, b.q);
             }
         }
-        let date = self
-            .wall_at_zero_ms
-            .map(|z| crate::sip::http_date(z.saturating_add(now) / 1000));
-        let mut hdrs: [(&str, &[u8]); 2] = [("", b""), ("", b"")];
-        let mut n = 0;
         if !self.contact_hdr.is_empty() {
-            hdrs[n] = ("Contact", &self.contact_hdr);
-            n += 1;
+            self.contact_hdr.extend_from_slice(b"\r\n");
         }
-        if let Some(d) = &date {
-            hdrs[n] = ("Date", d);
-            n += 1;
+        if let Some(z) = self.wall_at_zero_ms {
+            let date = self.date.get(z.saturating_add(now) / 1000);
+            self.contact_hdr.extend_from_slice(b"Date: ");
+            self.contact_hdr.extend_from_slice(date);
+            self.contact_hdr.extend_from_slice(b"\r\n");
         }
         let opts = ResponseOptions {
             source: Some(src),
             to_tag: Some(&tag),
-            headers: &hdrs[..n],
+            headers: &[],
             body: b"",
         };
-        write_response(out, msg, 200, "OK", &opts);
+        write_response_with_lines(out, msg, 200, "OK", &opts, &self.contact_hdr);
         outcome
     }
 
@@ -973,14 +1029,12 @@ impl Registrar {
     fn schedule(&mut self, idx: u32, kind: u32, at: Millis) {
         let block = at >> BLOCK_SHIFT;
         let entry = idx << 1 | kind;
-        match self.blocks.get_mut(&block) {
-            Some(v) => v.push(entry),
-            None => {
-                let mut v = self.spare_blocks.pop().unwrap_or_default();
-                v.push(entry);
-                self.blocks.insert(block, v);
-            }
-        }
+        // One descent of the tree, found or not.
+        let spare = &mut self.spare_blocks;
+        self.blocks
+            .entry(block)
+            .or_insert_with(|| spare.pop().unwrap_or_default())
+            .push(entry);
     }
 
     fn start_keepalives(&mut self, idx: u32, now: Millis) {
@@ -1475,10 +1529,7 @@ impl Registrar {
 }
 
 fn hex16(v: u64, out: &mut [u8; 16]) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    for (k, o) in out.iter_mut().enumerate() {
-        *o = HEX[((v >> (60 - 4 * k)) & 0xF) as usize];
-    }
+    *out = crate::sip::hex16(v);
 }
 
 fn format_args_hex(c: u8) -> [u8; 2] {

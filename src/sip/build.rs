@@ -1,10 +1,11 @@
 //! Message builders writing into a caller-owned, reused `Vec<u8>` (cleared first).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
+use super::fmt::{host_is_ip, push_clean, push_dec, push_ip, push_status};
 use super::kinds::{HeaderKind, Method};
 use super::parse::{Message, Rport, Via};
-use super::text::push_u32;
+use super::text::is_token;
 
 /// A message could not be built from what was given.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,18 +27,7 @@ pub struct ResponseOptions<'x> {
     pub body: &'x [u8],
 }
 
-/// Copies header text, turning the CR/LF of folded lines into spaces.
-fn push_clean(out: &mut Vec<u8>, b: &[u8]) {
-    if memchr::memchr2(b'\r', b'\n', b).is_none() {
-        out.extend_from_slice(b);
-    } else {
-        out.extend(
-            b.iter()
-                .map(|&c| if c == b'\r' || c == b'\n' { b' ' } else { c }),
-        );
-    }
-}
-
+#[inline(always)]
 fn header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b": ");
@@ -45,28 +35,69 @@ fn header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-fn extras_and_body(out: &mut Vec<u8>, headers: ExtraHeaders, body: &[u8]) {
+fn extras_and_body(out: &mut Vec<u8>, headers: ExtraHeaders, lines: &[u8], body: &[u8]) {
     for (n, v) in headers {
         header(out, n, v);
     }
+    out.extend_from_slice(lines);
     out.extend_from_slice(b"Content-Length: ");
-    push_u32(out, body.len().min(u32::MAX as usize) as u32);
+    push_dec(out, body.len().min(u32::MAX as usize) as u64);
     out.extend_from_slice(b"\r\n\r\n");
     out.extend_from_slice(body);
 }
 
-fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
-    use std::io::Write;
-    // Writing to a Vec cannot fail.
-    let _ = write!(out, "{ip}");
-}
+/// Bytes an unquoted parameter value runs over (the parameter reader stops at `;`, `,`, `"` and
+/// white space).
+const VALUE_CHAR: [bool; 256] = {
+    let mut t = [true; 256];
+    let stops = [b';', b',', b'"', b' ', b'\t', b'\r', b'\n'];
+    let mut k = 0;
+    while k < stops.len() {
+        t[stops[k] as usize] = false;
+        k += 1;
+    }
+    t
+};
 
-fn host_ip(host: &[u8]) -> Option<IpAddr> {
-    let h = host
-        .strip_prefix(b"[")
-        .and_then(|h| h.strip_suffix(b"]"))
-        .unwrap_or(host);
-    std::str::from_utf8(h).ok()?.parse().ok()
+/// The parameters of `via` (its raw parameter section) when writing them one by one as
+/// `;name[=value]` (what the parameter reader yields) would give the very same bytes: every
+/// parameter is `;token` or `;token=value` with nothing the reader skips or stops at (white
+/// space, quotes, commas, empty parts), and no `received`/`rport` to drop.
+fn verbatim_params<'a>(via: &Via<'a>) -> Option<&'a [u8]> {
+    if via.received().is_some() || via.rport() != Rport::Absent {
+        return None;
+    }
+    let raw = via.params_raw();
+    let n = raw.len();
+    let mut i = 0;
+    while i < n {
+        if raw[i] != b';' {
+            return None;
+        }
+        i += 1;
+        let ns = i;
+        while i < n && is_token(raw[i]) {
+            i += 1;
+        }
+        let name = &raw[ns..i];
+        if name.is_empty()
+            || name.eq_ignore_ascii_case(b"received")
+            || name.eq_ignore_ascii_case(b"rport")
+        {
+            return None;
+        }
+        if i < n && raw[i] == b'=' {
+            i += 1;
+            let vs = i;
+            while i < n && VALUE_CHAR[raw[i] as usize] {
+                i += 1;
+            }
+            if i == vs {
+                return None;
+            }
+        }
+    }
+    Some(raw)
 }
 
 /// The top Via with `received=` (source IP differs from sent-by, or rport was asked for) and
@@ -80,25 +111,29 @@ fn push_top_via(out: &mut Vec<u8>, via: &Via, source: Option<SocketAddr>) {
     let head = via.d.params.start.saturating_sub(all.start) as usize;
     let text = via.as_bytes();
     push_clean(out, text.get(..head).unwrap_or(text).trim_ascii_end());
-    for (n, v) in via.params() {
-        if n.eq_ignore_ascii_case(b"received") || n.eq_ignore_ascii_case(b"rport") {
-            continue;
-        }
-        out.push(b';');
-        out.extend_from_slice(n);
-        if let Some(v) = v {
-            out.push(b'=');
-            push_clean(out, v);
+    if let Some(raw) = verbatim_params(via) {
+        out.extend_from_slice(raw);
+    } else {
+        for (n, v) in via.params() {
+            if n.eq_ignore_ascii_case(b"received") || n.eq_ignore_ascii_case(b"rport") {
+                continue;
+            }
+            out.push(b';');
+            out.extend_from_slice(n);
+            if let Some(v) = v {
+                out.push(b'=');
+                push_clean(out, v);
+            }
         }
     }
     let rport = via.rport() != Rport::Absent;
-    if rport || host_ip(via.host()) != Some(src.ip()) {
+    if rport || !host_is_ip(via.host(), src.ip()) {
         out.extend_from_slice(b";received=");
         push_ip(out, src.ip());
     }
     if rport {
         out.extend_from_slice(b";rport=");
-        push_u32(out, u32::from(src.port()));
+        push_dec(out, u64::from(src.port()));
     }
 }
 
@@ -112,9 +147,37 @@ pub fn write_response(
     reason: &str,
     opts: &ResponseOptions,
 ) {
+    write_response_with_lines(out, req, status, reason, opts, &[]);
+}
+
+/// Appends `Name: value\r\n` to `lines`, for [`write_response_with_lines`]: exactly what the
+/// builder writes for an entry of [`ResponseOptions::headers`] (CR/LF in the value become spaces).
+pub fn push_header_line(lines: &mut Vec<u8>, name: &str, value: &[u8]) {
+    header(lines, name, value);
+}
+
+/// [`write_response`] with header lines written out in advance (see [`push_header_line`]; each
+/// ends in CRLF), copied as they are after `opts.headers` and before `Content-Length`. For answers
+/// whose extra headers are the same every time (OPTIONS) or made in one go (the registrar's 200):
+/// one copy instead of one per header.
+pub fn write_response_with_lines(
+    out: &mut Vec<u8>,
+    req: &Message,
+    status: u16,
+    reason: &str,
+    opts: &ResponseOptions,
+    lines: &[u8],
+) {
     out.clear();
+    // One reservation: the copied headers are shorter than the request.
+    let extras: usize = opts
+        .headers
+        .iter()
+        .map(|(n, v)| n.len() + v.len() + 4)
+        .sum();
+    out.reserve(req.buf().len() + reason.len() + extras + lines.len() + opts.body.len() + 128);
     out.extend_from_slice(b"SIP/2.0 ");
-    push_u32(out, u32::from(status.clamp(100, 699)));
+    push_status(out, status);
     out.push(b' ');
     push_clean(out, reason.as_bytes());
     out.extend_from_slice(b"\r\n");
@@ -144,12 +207,12 @@ pub fn write_response(
     }
     if let Some(c) = req.cseq() {
         out.extend_from_slice(b"CSeq: ");
-        push_u32(out, c.seq);
+        push_dec(out, u64::from(c.seq));
         out.push(b' ');
         out.extend_from_slice(c.method.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    extras_and_body(out, opts.headers, opts.body);
+    extras_and_body(out, opts.headers, lines, opts.body);
 }
 
 /// A new request (UAC side).
@@ -232,7 +295,7 @@ pub fn write_request(out: &mut Vec<u8>, spec: &RequestSpec) {
         out.extend_from_slice(b";rport");
     }
     out.extend_from_slice(b"\r\nMax-Forwards: ");
-    push_u32(out, u32::from(spec.max_forwards));
+    push_dec(out, u64::from(spec.max_forwards));
     out.extend_from_slice(b"\r\n");
     name_addr(
         out,
@@ -244,7 +307,7 @@ pub fn write_request(out: &mut Vec<u8>, spec: &RequestSpec) {
     name_addr(out, "To", spec.to_display, spec.to_uri, spec.to_tag);
     header(out, "Call-ID", spec.call_id);
     out.extend_from_slice(b"CSeq: ");
-    push_u32(out, spec.cseq);
+    push_dec(out, u64::from(spec.cseq));
     out.push(b' ');
     out.extend_from_slice(m);
     out.extend_from_slice(b"\r\n");
@@ -253,10 +316,10 @@ pub fn write_request(out: &mut Vec<u8>, spec: &RequestSpec) {
     }
     if let Some(e) = spec.expires {
         out.extend_from_slice(b"Expires: ");
-        push_u32(out, e);
+        push_dec(out, u64::from(e));
         out.extend_from_slice(b"\r\n");
     }
-    extras_and_body(out, spec.headers, spec.body);
+    extras_and_body(out, spec.headers, &[], spec.body);
 }
 
 /// Shared part of ACK and CANCEL: R-URI, top Via, Route set, From, Call-ID of our INVITE.
@@ -292,7 +355,7 @@ fn in_dialog_of_invite(
     header(out, "To", to);
     header(out, "Call-ID", call_id);
     out.extend_from_slice(b"CSeq: ");
-    push_u32(out, cseq.seq);
+    push_dec(out, u64::from(cseq.seq));
     out.push(b' ');
     out.extend_from_slice(method);
     out.extend_from_slice(b"\r\nContent-Length: 0\r\n\r\n");
@@ -371,5 +434,154 @@ mod date_tests {
         assert_eq!(d(4_107_542_399), "Sun, 28 Feb 2100 23:59:59 GMT");
         assert_eq!(d(4_107_542_400), "Mon, 01 Mar 2100 00:00:00 GMT"); // 2100 is no leap year
         assert_eq!(d(1_700_000_000), "Tue, 14 Nov 2023 22:13:20 GMT");
+    }
+}
+
+#[cfg(test)]
+mod via_tests {
+    use super::*;
+    use crate::sip::Parser;
+
+    /// The top Via as the builder wrote it before the verbatim fast path: parameter by
+    /// parameter. The fast path must give the very same bytes.
+    fn reference_top_via(out: &mut Vec<u8>, via: &Via, src: SocketAddr) {
+        fn clean(out: &mut Vec<u8>, b: &[u8]) {
+            out.extend(
+                b.iter()
+                    .map(|&c| if c == b'\r' || c == b'\n' { b' ' } else { c }),
+            );
+        }
+        let head = via.d.params.start.saturating_sub(via.d.all.start) as usize;
+        let text = via.as_bytes();
+        clean(out, text.get(..head).unwrap_or(text).trim_ascii_end());
+        for (n, v) in via.params() {
+            if n.eq_ignore_ascii_case(b"received") || n.eq_ignore_ascii_case(b"rport") {
+                continue;
+            }
+            out.push(b';');
+            out.extend_from_slice(n);
+            if let Some(v) = v {
+                out.push(b'=');
+                clean(out, v);
+            }
+        }
+        let rport = via.rport() != Rport::Absent;
+        let h = via.host();
+        let h = h
+            .strip_prefix(b"[")
+            .and_then(|h| h.strip_suffix(b"]"))
+            .unwrap_or(h);
+        let ip: Option<std::net::IpAddr> = std::str::from_utf8(h).ok().and_then(|h| h.parse().ok());
+        if rport || ip != Some(src.ip()) {
+            out.extend_from_slice(format!(";received={}", src.ip()).as_bytes());
+        }
+        if rport {
+            out.extend_from_slice(format!(";rport={}", src.port()).as_bytes());
+        }
+    }
+
+    #[test]
+    fn value_chars_are_what_the_parameter_reader_runs_over() {
+        for b in 0..=255u8 {
+            let stops = matches!(b, b';' | b',' | b'"') || crate::sip::text::is_ws(b);
+            assert_eq!(VALUE_CHAR[b as usize], !stops, "{b}");
+        }
+    }
+
+    #[test]
+    fn prebuilt_lines_give_the_same_response_as_extra_headers() {
+        let data = b"OPTIONS sip:a@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK1;rport\r\n\
+From: <sip:b@example.com>;tag=1\r\nTo: <sip:a@example.com>\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\n\r\n";
+        let mut parser = Parser::new();
+        let msg = parser.parse(data).unwrap();
+        let headers: [(&str, &[u8]); 3] = [
+            ("Allow", b"INVITE, ACK"),
+            ("Server", b"folded\r\n value"),
+            ("Date", b"Sun, 06 Nov 1994 08:49:37 GMT"),
+        ];
+        let src: SocketAddr = "192.0.2.1:5062".parse().unwrap();
+        let opts = ResponseOptions {
+            source: Some(src),
+            to_tag: Some(b"t"),
+            headers: &headers,
+            body: b"",
+        };
+        let mut want = Vec::new();
+        write_response(&mut want, &msg, 200, "OK", &opts);
+        let mut lines = Vec::new();
+        for (n, v) in &headers[1..] {
+            push_header_line(&mut lines, n, v);
+        }
+        let opts = ResponseOptions {
+            headers: &headers[..1],
+            ..opts
+        };
+        let mut got = Vec::new();
+        write_response_with_lines(&mut got, &msg, 200, "OK", &opts, &lines);
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            String::from_utf8_lossy(&want)
+        );
+        assert!(want.windows(16).any(|w| w == b"Server: folded  "));
+    }
+
+    #[test]
+    fn top_via_matches_the_parameter_by_parameter_writer() {
+        let vias = [
+            "SIP/2.0/UDP 127.0.0.1:22000;branch=z9hG4bK-1-0",
+            "SIP/2.0/UDP 127.0.0.1:22000;branch=z9hG4bK-1-0;rport",
+            "SIP/2.0/UDP 127.0.0.1;rport;branch=z9hG4bK1",
+            "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1;received=1.2.3.4",
+            "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1;rport=5;x",
+            "SIP/2.0/UDP host.example.com;branch=z9hG4bK1",
+            "SIP/2.0/UDP [::1]:5060;branch=z9hG4bK1",
+            "SIP/2.0/UDP 127.0.0.1 ; branch=z9hG4bK1",
+            "SIP/2.0/UDP 127.0.0.1;branch = z9hG4bK1",
+            "SIP/2.0/UDP 127.0.0.1;branch=z9hG4bK1 ;lr",
+            "SIP/2.0/UDP 127.0.0.1;branch=z9hG4bK1;x=\"a;b\"",
+            "SIP/2.0/UDP 127.0.0.1;branch=z9hG4bK1;;x",
+            "SIP/2.0/UDP 127.0.0.1;branch=z9hG4bK1;",
+            "SIP/2.0/UDP 127.0.0.1;branch=;x",
+            "SIP/2.0/UDP 127.0.0.1;branch=z9hG4bK1;ttl=16;maddr=224.2.0.1;lr",
+            "SIP/2.0/UDP 127.0.0.1;branch=z9hG4bK1\r\n ;lr",
+            "SIP/2.0/UDP 127.0.0.1",
+            "SIP/2.0/UDP 127.0.0.01;branch=z9hG4bK1",
+            "SIP/2.0/UDP 127.0.0.1;branch=z9:hG4bK1@x",
+            "SIP/2.0/UDP 127.0.0.1;br:anch=z9hG4bK1",
+            "SIP/2.0/UDP 127.0.0.1;branch=z9hG4bK1,x",
+            "SIP/2.0/UDP 127.0.0.1;RPORT;branch=z9hG4bK1",
+            "SIP/2.0/UDP 127.0.0.1;branch=z9hG4bK1;Received=10.0.0.1",
+            "SIP/2.0/UDP 127.0.0.1;branch=a=b;c",
+        ];
+        let sources: [SocketAddr; 3] = [
+            "127.0.0.1:22000".parse().unwrap(),
+            "192.0.2.7:5070".parse().unwrap(),
+            "[::1]:5060".parse().unwrap(),
+        ];
+        let mut parser = Parser::new();
+        let mut compared = 0;
+        for v in vias {
+            let data = format!(
+                "OPTIONS sip:a@example.com SIP/2.0\r\nVia: {v}\r\nFrom: <sip:b@example.com>;tag=1\r\n\
+                 To: <sip:a@example.com>\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+            );
+            let Ok(msg) = parser.parse(data.as_bytes()) else {
+                continue;
+            };
+            let Some(via) = msg.top_via() else { continue };
+            for src in sources {
+                let mut got = Vec::new();
+                push_top_via(&mut got, &via, Some(src));
+                let mut want = Vec::new();
+                reference_top_via(&mut want, &via, src);
+                assert_eq!(
+                    String::from_utf8_lossy(&got),
+                    String::from_utf8_lossy(&want),
+                    "{v:?} from {src}"
+                );
+                compared += 1;
+            }
+        }
+        assert!(compared >= 3 * 20, "only {compared} compared");
     }
 }

@@ -54,6 +54,7 @@
 mod auth;
 mod build;
 pub mod digest;
+mod fmt;
 mod kinds;
 #[cfg(test)]
 mod oracle;
@@ -64,8 +65,12 @@ mod uri;
 
 pub use auth::{parse_auth, AuthError, AuthValue, Digest};
 pub use build::{
-    http_date, write_ack, write_cancel, write_request, write_response, BuildError, ExtraHeaders,
-    RequestSpec, ResponseOptions,
+    http_date, push_header_line, write_ack, write_cancel, write_request, write_response,
+    write_response_with_lines, BuildError, ExtraHeaders, RequestSpec, ResponseOptions,
+};
+pub use fmt::{
+    hex16, host_is_ip, host_is_ip_text, parse_ip_literal, push_clean, push_dec, push_ip, DateCache,
+    Ipv4Text,
 };
 pub use kinds::{HeaderKind, Method};
 pub use parse::{

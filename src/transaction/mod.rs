@@ -78,7 +78,10 @@
 //!   flooding). The table maps hash → first slot; slots with equal hashes form an intrusive chain,
 //!   and the full key is always compared.
 //! - Timers: at most two per transaction in the shard's [`TimerWheel`]: the re-send timer and the
-//!   lifetime timer (failure or cleanup). Each fired entry is checked against the slot's
+//!   lifetime timer (failure or cleanup). Timer J of a completed non-INVITE server transaction
+//!   (the most common one: every REGISTER) is always `now + 64·T1`, so it goes into a FIFO
+//!   instead, due in arming order (no wheel insert, cancel or cascade); a FIFO entry whose slot
+//!   was removed or reused meanwhile is recognised by the slot's generation and skipped. Each fired entry is checked against the slot's
 //!   generation and current handle, so stale entries are harmless. Re-sends are scheduled from
 //!   the previous deadline, not from the poll time, so a late poll does not shift the grid, and a
 //!   re-send that would coincide with or follow the failure deadline is never armed.
@@ -394,6 +397,8 @@ struct Tx {
     cancelled: bool,
     failed: bool,
     has_provisional: bool,
+    /// Timer J runs in the layer's `linger` FIFO (not in the wheel).
+    lingering: bool,
 }
 
 /// Bytes of keys up to this size live inside the slot, so matching does not chase a pointer.
@@ -554,6 +559,13 @@ pub struct TransactionLayer {
     counters: TxCounters,
     key_scratch: Vec<u8>,
     aux_scratch: Vec<u8>,
+    /// Timer J of completed non-INVITE server transactions (most of all transactions): every
+    /// one is `now + 64·T1`, so they are due in the order they were armed and a FIFO replaces
+    /// the wheel (no insert, cancel or cascade). Entries: (due, slot index, generation); an
+    /// entry whose slot was removed or reused meanwhile is skipped.
+    linger: std::collections::VecDeque<(Millis, u32, u32)>,
+    /// Live transactions waiting in `linger` (stale entries not counted).
+    lingering: usize,
 }
 
 impl TransactionLayer {
@@ -581,6 +593,8 @@ impl TransactionLayer {
             counters: TxCounters::default(),
             key_scratch: Vec::with_capacity(256),
             aux_scratch: Vec::with_capacity(1024),
+            linger: std::collections::VecDeque::new(),
+            lingering: 0,
         }
     }
 
@@ -604,9 +618,9 @@ impl TransactionLayer {
         self.slots.len()
     }
 
-    /// Pending timers in the layer's wheel.
+    /// Pending timers: the wheel's, plus the transactions waiting out Timer J in the FIFO.
     pub fn pending_timers(&self) -> usize {
-        self.wheel.len()
+        self.wheel.len() + self.lingering
     }
 
     pub fn counters(&self) -> TxCounters {
@@ -615,7 +629,11 @@ impl TransactionLayer {
 
     /// Earliest time [`Self::on_timers`] has work (may be early, never late).
     pub fn next_deadline(&self) -> Option<Millis> {
-        self.wheel.next_deadline()
+        let linger = self.linger.front().map(|e| e.0);
+        match (self.wheel.next_deadline(), linger) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     fn tx(&self, id: TxId) -> Option<&Tx> {
@@ -749,6 +767,7 @@ impl TransactionLayer {
                     cancelled: false,
                     failed: false,
                     has_provisional: false,
+                    lingering: false,
                 },
             });
             i
@@ -775,6 +794,7 @@ impl TransactionLayer {
         t.cancelled = false;
         t.failed = false;
         t.has_provisional = false;
+        t.lingering = false;
         if kind.is_client() {
             self.counters.live_client += 1;
             self.counters.created_client += 1;
@@ -788,6 +808,10 @@ impl TransactionLayer {
     fn remove(&mut self, index: u32) {
         let (hash, next, retx, life, kind) = {
             let t = &mut self.slots[index as usize].tx;
+            if t.lingering {
+                t.lingering = false;
+                self.lingering -= 1;
+            }
             (t.hash, t.hash_next, t.retx.take(), t.life.take(), t.kind)
         };
         for h in [retx, life].into_iter().flatten() {
@@ -912,6 +936,19 @@ impl TransactionLayer {
     /// Fire every timer due at `now`; returns how many fired.
     pub fn on_timers<S: TxSink>(&mut self, now: Millis, sink: &mut S) -> usize {
         let mut fired = 0;
+        while let Some(&(due, index, generation)) = self.linger.front() {
+            if due > now {
+                break;
+            }
+            self.linger.pop_front();
+            let Some(slot) = self.slots.get(index as usize) else {
+                continue;
+            };
+            if slot.live && slot.generation == generation && slot.tx.lingering {
+                fired += 1;
+                self.remove(index);
+            }
+        }
         while let Some((handle, r)) = self.wheel.poll(now) {
             fired += 1;
             let Some(slot) = self.slots.get(r.index as usize) else {
@@ -1322,8 +1359,22 @@ impl TransactionLayer {
                 self.start_schedule(index, now, TimeoutCause::AckTimeout, None);
             }
             _ => {
+                // Timer J (64·T1): in the FIFO, see `linger`.
                 t.state = TxState::Completed;
-                self.set_life(index, now + T1X64_MS, Life::Cleanup);
+                let due = now + T1X64_MS;
+                t.life_due = due;
+                t.life_kind = Life::Cleanup;
+                let old = t.life.take();
+                let newly = !t.lingering;
+                t.lingering = true;
+                if let Some(h) = old {
+                    self.wheel.cancel(h);
+                }
+                if newly {
+                    self.lingering += 1;
+                }
+                let generation = self.slots[index as usize].generation;
+                self.linger.push_back((due, index, generation));
             }
         }
         Ok(())
