@@ -55,9 +55,9 @@ mod auth;
 mod build;
 pub mod digest;
 mod kinds;
-#[cfg(test)]
-mod oracle;
 mod parse;
+#[cfg(test)]
+mod parse_diff_tests;
 pub mod steer;
 mod text;
 mod uri;
