@@ -1,7 +1,7 @@
 //! The messages of the load tests as the server sees them (sipp's `tuning/register*.xml`,
 //! `tuning/options.xml`, and `sipp -sn uac` / `-sn uas` through the proxy), with typical values
 //! filled in; and the three messages of the original parser benches. Shared by `benches/sip.rs`,
-//! `examples/parse_cost.rs` and the parser's differential test (`src/sip/oracle`).
+//! `examples/parse_cost.rs` and the parser's differential test (`src/sip/parse_diff_tests.rs`).
 #![allow(dead_code)]
 
 /// (name, message) for every kind of message in the load tests.

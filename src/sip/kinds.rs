@@ -1,5 +1,7 @@
 //! Methods and header kinds.
 
+use super::text::fast_paths;
+
 /// A request method. Methods are case-sensitive: `invite` and `RE%47IST%45R` are extensions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Method<'a> {
@@ -238,6 +240,10 @@ impl HeaderKind {
     /// Kind of a header name (any case, long or compact form).
     #[inline]
     pub fn from_name(name: &[u8]) -> HeaderKind {
+        #[cfg(test)]
+        if !fast_paths() {
+            return from_name_chain(name);
+        }
         if name.len() > 24 {
             return HeaderKind::Other;
         }
@@ -254,7 +260,7 @@ impl HeaderKind {
         if n > 24 {
             return HeaderKind::Other;
         }
-        match buf.get(s..s + 24) {
+        match buf.get(s..s + 24).filter(|_| fast_paths()) {
             Some(w) => classify(w.try_into().unwrap_or(&[0; 24]), n),
             None => HeaderKind::from_name(&buf[s..e]),
         }
@@ -268,6 +274,9 @@ impl HeaderKind {
     pub(crate) fn colon_and_kind(buf: &[u8], s: usize) -> Option<(usize, HeaderKind)> {
         const LO: u64 = 0x0101_0101_0101_0101;
         const HI: u64 = 0x8080_8080_8080_8080;
+        if !fast_paths() {
+            return None;
+        }
         let pad: &[u8; 24] = buf.get(s..s + 24)?.try_into().ok()?;
         for k in 0..3 {
             let w = u64::from_le_bytes(pad[k * 8..k * 8 + 8].try_into().unwrap_or([0; 8]));
@@ -415,151 +424,151 @@ fn classify(pad: &[u8; 24], n: usize) -> HeaderKind {
     }
 }
 
+/// The general path of [`HeaderKind::from_name`] (test builds only: see
+/// [`fast_paths`](super::text::fast_paths)): name lower-cased, then compared by length, one
+/// name after another, as the parser did before the word classifier [`classify`].
+#[cfg(test)]
+fn from_name_chain(name: &[u8]) -> HeaderKind {
+    let mut low = [0u8; 24];
+    if name.len() > low.len() {
+        return HeaderKind::Other;
+    }
+    for (d, s) in low.iter_mut().zip(name) {
+        *d = s.to_ascii_lowercase();
+    }
+    let low = &low[..name.len()];
+    match name.len() {
+        1 => match low[0] {
+            b'v' => HeaderKind::Via,
+            b'f' => HeaderKind::From,
+            b't' => HeaderKind::To,
+            b'i' => HeaderKind::CallId,
+            b'm' => HeaderKind::Contact,
+            b'l' => HeaderKind::ContentLength,
+            b'c' => HeaderKind::ContentType,
+            b'e' => HeaderKind::ContentEncoding,
+            b'k' => HeaderKind::Supported,
+            b's' => HeaderKind::Subject,
+            b'o' => HeaderKind::Event,
+            b'u' => HeaderKind::AllowEvents,
+            b'r' => HeaderKind::ReferTo,
+            b'b' => HeaderKind::ReferredBy,
+            b'x' => HeaderKind::SessionExpires,
+            b'y' => HeaderKind::Identity,
+            b'a' => HeaderKind::AcceptContact,
+            b'j' => HeaderKind::RejectContact,
+            b'd' => HeaderKind::RequestDisposition,
+            b'n' => HeaderKind::IdentityInfo,
+            _ => HeaderKind::Other,
+        },
+        2 => match low {
+            b"to" => HeaderKind::To,
+            _ => HeaderKind::Other,
+        },
+        3 => match low {
+            b"via" => HeaderKind::Via,
+            _ => HeaderKind::Other,
+        },
+        4 => match low {
+            b"from" => HeaderKind::From,
+            b"cseq" => HeaderKind::CSeq,
+            b"path" => HeaderKind::Path,
+            b"date" => HeaderKind::Date,
+            b"rseq" => HeaderKind::Rseq,
+            b"rack" => HeaderKind::Rack,
+            _ => HeaderKind::Other,
+        },
+        5 => match low {
+            b"route" => HeaderKind::Route,
+            b"allow" => HeaderKind::Allow,
+            b"event" => HeaderKind::Event,
+            _ => HeaderKind::Other,
+        },
+        6 => match low {
+            b"accept" => HeaderKind::Accept,
+            b"server" => HeaderKind::Server,
+            b"min-se" => HeaderKind::MinSe,
+            _ => HeaderKind::Other,
+        },
+        7 => match low {
+            b"call-id" => HeaderKind::CallId,
+            b"contact" => HeaderKind::Contact,
+            b"expires" => HeaderKind::Expires,
+            b"require" => HeaderKind::Require,
+            b"subject" => HeaderKind::Subject,
+            b"warning" => HeaderKind::Warning,
+            b"privacy" => HeaderKind::Privacy,
+            _ => HeaderKind::Other,
+        },
+        8 => match low {
+            b"refer-to" => HeaderKind::ReferTo,
+            b"identity" => HeaderKind::Identity,
+            _ => HeaderKind::Other,
+        },
+        9 => match low {
+            b"supported" => HeaderKind::Supported,
+            b"timestamp" => HeaderKind::Timestamp,
+            _ => HeaderKind::Other,
+        },
+        10 => match low {
+            b"user-agent" => HeaderKind::UserAgent,
+            _ => HeaderKind::Other,
+        },
+        11 => match low {
+            b"min-expires" => HeaderKind::MinExpires,
+            b"unsupported" => HeaderKind::Unsupported,
+            b"referred-by" => HeaderKind::ReferredBy,
+            b"retry-after" => HeaderKind::RetryAfter,
+            _ => HeaderKind::Other,
+        },
+        12 => match low {
+            b"max-forwards" => HeaderKind::MaxForwards,
+            b"content-type" => HeaderKind::ContentType,
+            b"record-route" => HeaderKind::RecordRoute,
+            b"allow-events" => HeaderKind::AllowEvents,
+            _ => HeaderKind::Other,
+        },
+        13 => match low {
+            b"proxy-require" => HeaderKind::ProxyRequire,
+            b"authorization" => HeaderKind::Authorization,
+            b"identity-info" => HeaderKind::IdentityInfo,
+            _ => HeaderKind::Other,
+        },
+        14 => match low {
+            b"content-length" => HeaderKind::ContentLength,
+            b"accept-contact" => HeaderKind::AcceptContact,
+            b"reject-contact" => HeaderKind::RejectContact,
+            _ => HeaderKind::Other,
+        },
+        15 => match low {
+            b"accept-encoding" => HeaderKind::AcceptEncoding,
+            b"accept-language" => HeaderKind::AcceptLanguage,
+            b"session-expires" => HeaderKind::SessionExpires,
+            _ => HeaderKind::Other,
+        },
+        16 => match low {
+            b"content-encoding" => HeaderKind::ContentEncoding,
+            b"www-authenticate" => HeaderKind::WwwAuthenticate,
+            _ => HeaderKind::Other,
+        },
+        18 => match low {
+            b"proxy-authenticate" => HeaderKind::ProxyAuthenticate,
+            b"subscription-state" => HeaderKind::SubscriptionState,
+            _ => HeaderKind::Other,
+        },
+        19 => match low {
+            b"proxy-authorization" => HeaderKind::ProxyAuthorization,
+            b"authentication-info" => HeaderKind::AuthenticationInfo,
+            b"request-disposition" => HeaderKind::RequestDisposition,
+            _ => HeaderKind::Other,
+        },
+        _ => HeaderKind::Other,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    struct Oracle;
-    impl Oracle {
-        /// The comparison chain `from_name` had before the word classifier: the oracle.
-        pub(crate) fn from_name_chain(name: &[u8]) -> HeaderKind {
-            let mut low = [0u8; 24];
-            if name.len() > low.len() {
-                return HeaderKind::Other;
-            }
-            for (d, s) in low.iter_mut().zip(name) {
-                *d = s.to_ascii_lowercase();
-            }
-            let low = &low[..name.len()];
-            match name.len() {
-                1 => match low[0] {
-                    b'v' => HeaderKind::Via,
-                    b'f' => HeaderKind::From,
-                    b't' => HeaderKind::To,
-                    b'i' => HeaderKind::CallId,
-                    b'm' => HeaderKind::Contact,
-                    b'l' => HeaderKind::ContentLength,
-                    b'c' => HeaderKind::ContentType,
-                    b'e' => HeaderKind::ContentEncoding,
-                    b'k' => HeaderKind::Supported,
-                    b's' => HeaderKind::Subject,
-                    b'o' => HeaderKind::Event,
-                    b'u' => HeaderKind::AllowEvents,
-                    b'r' => HeaderKind::ReferTo,
-                    b'b' => HeaderKind::ReferredBy,
-                    b'x' => HeaderKind::SessionExpires,
-                    b'y' => HeaderKind::Identity,
-                    b'a' => HeaderKind::AcceptContact,
-                    b'j' => HeaderKind::RejectContact,
-                    b'd' => HeaderKind::RequestDisposition,
-                    b'n' => HeaderKind::IdentityInfo,
-                    _ => HeaderKind::Other,
-                },
-                2 => match low {
-                    b"to" => HeaderKind::To,
-                    _ => HeaderKind::Other,
-                },
-                3 => match low {
-                    b"via" => HeaderKind::Via,
-                    _ => HeaderKind::Other,
-                },
-                4 => match low {
-                    b"from" => HeaderKind::From,
-                    b"cseq" => HeaderKind::CSeq,
-                    b"path" => HeaderKind::Path,
-                    b"date" => HeaderKind::Date,
-                    b"rseq" => HeaderKind::Rseq,
-                    b"rack" => HeaderKind::Rack,
-                    _ => HeaderKind::Other,
-                },
-                5 => match low {
-                    b"route" => HeaderKind::Route,
-                    b"allow" => HeaderKind::Allow,
-                    b"event" => HeaderKind::Event,
-                    _ => HeaderKind::Other,
-                },
-                6 => match low {
-                    b"accept" => HeaderKind::Accept,
-                    b"server" => HeaderKind::Server,
-                    b"min-se" => HeaderKind::MinSe,
-                    _ => HeaderKind::Other,
-                },
-                7 => match low {
-                    b"call-id" => HeaderKind::CallId,
-                    b"contact" => HeaderKind::Contact,
-                    b"expires" => HeaderKind::Expires,
-                    b"require" => HeaderKind::Require,
-                    b"subject" => HeaderKind::Subject,
-                    b"warning" => HeaderKind::Warning,
-                    b"privacy" => HeaderKind::Privacy,
-                    _ => HeaderKind::Other,
-                },
-                8 => match low {
-                    b"refer-to" => HeaderKind::ReferTo,
-                    b"identity" => HeaderKind::Identity,
-                    _ => HeaderKind::Other,
-                },
-                9 => match low {
-                    b"supported" => HeaderKind::Supported,
-                    b"timestamp" => HeaderKind::Timestamp,
-                    _ => HeaderKind::Other,
-                },
-                10 => match low {
-                    b"user-agent" => HeaderKind::UserAgent,
-                    _ => HeaderKind::Other,
-                },
-                11 => match low {
-                    b"min-expires" => HeaderKind::MinExpires,
-                    b"unsupported" => HeaderKind::Unsupported,
-                    b"referred-by" => HeaderKind::ReferredBy,
-                    b"retry-after" => HeaderKind::RetryAfter,
-                    _ => HeaderKind::Other,
-                },
-                12 => match low {
-                    b"max-forwards" => HeaderKind::MaxForwards,
-                    b"content-type" => HeaderKind::ContentType,
-                    b"record-route" => HeaderKind::RecordRoute,
-                    b"allow-events" => HeaderKind::AllowEvents,
-                    _ => HeaderKind::Other,
-                },
-                13 => match low {
-                    b"proxy-require" => HeaderKind::ProxyRequire,
-                    b"authorization" => HeaderKind::Authorization,
-                    b"identity-info" => HeaderKind::IdentityInfo,
-                    _ => HeaderKind::Other,
-                },
-                14 => match low {
-                    b"content-length" => HeaderKind::ContentLength,
-                    b"accept-contact" => HeaderKind::AcceptContact,
-                    b"reject-contact" => HeaderKind::RejectContact,
-                    _ => HeaderKind::Other,
-                },
-                15 => match low {
-                    b"accept-encoding" => HeaderKind::AcceptEncoding,
-                    b"accept-language" => HeaderKind::AcceptLanguage,
-                    b"session-expires" => HeaderKind::SessionExpires,
-                    _ => HeaderKind::Other,
-                },
-                16 => match low {
-                    b"content-encoding" => HeaderKind::ContentEncoding,
-                    b"www-authenticate" => HeaderKind::WwwAuthenticate,
-                    _ => HeaderKind::Other,
-                },
-                18 => match low {
-                    b"proxy-authenticate" => HeaderKind::ProxyAuthenticate,
-                    b"subscription-state" => HeaderKind::SubscriptionState,
-                    _ => HeaderKind::Other,
-                },
-                19 => match low {
-                    b"proxy-authorization" => HeaderKind::ProxyAuthorization,
-                    b"authentication-info" => HeaderKind::AuthenticationInfo,
-                    b"request-disposition" => HeaderKind::RequestDisposition,
-                    _ => HeaderKind::Other,
-                },
-                _ => HeaderKind::Other,
-            }
-        }
-    }
 
     #[test]
     fn names_round_trip() {
@@ -633,7 +642,7 @@ mod tests {
         names.push(vec![b'a'; 25]);
         names.push(Vec::new());
         for n in &names {
-            let want = Oracle::from_name_chain(n);
+            let want = from_name_chain(n);
             assert_eq!(
                 HeaderKind::from_name(n),
                 want,

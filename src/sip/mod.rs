@@ -56,9 +56,9 @@ mod build;
 pub mod digest;
 mod fmt;
 mod kinds;
-#[cfg(test)]
-mod oracle;
 mod parse;
+#[cfg(test)]
+mod parse_diff_tests;
 pub mod steer;
 mod text;
 mod uri;

@@ -3,8 +3,8 @@
 
 use super::kinds::{HeaderKind, Method};
 use super::text::{
-    at, find_byte, find_from, has, is_ws, next_param, parse_num, scan_quoted, skip_token,
-    skip_while, skip_ws, trim, CommaIter, Num, RawParam, Span, TOKEN, WS,
+    at, fast_paths, find_byte, find_from, has, is_ws, next_param, parse_num, scan_quoted,
+    skip_token, skip_while, skip_ws, trim, CommaIter, Num, RawParam, Span, TOKEN, WS,
 };
 use super::uri::{parse_hostport, parse_uri, parse_uri_in_angles, Scheme, Uri, UriData};
 
@@ -274,7 +274,7 @@ fn parse_start_line(st: &mut State, buf: &[u8], s: usize, e: usize) -> Result<()
 
 fn check_version(st: &mut State, buf: &[u8]) {
     let v = st.version.of(buf);
-    if v == b"SIP/2.0" || v.eq_ignore_ascii_case(b"SIP/2.0") {
+    if (fast_paths() && v == b"SIP/2.0") || v.eq_ignore_ascii_case(b"SIP/2.0") {
         st.version_ok = true;
         return;
     }
@@ -368,7 +368,7 @@ fn header_line(
             }
             _ => find_from(&buf[..e], b':', s),
         };
-        if c < e {
+        if fast_paths() && c < e {
             let mut ne = c;
             while ne > s && matches!(buf[ne - 1], b' ' | b'\t') {
                 ne -= 1;
@@ -394,7 +394,8 @@ fn header_line(
         (HeaderKind::from_name_in(buf, s, ne), ne, colon)
     };
     // Usually one SP after the colon and nothing at the end (the CRLF is not in `e`).
-    let value = if colon + 2 < e
+    let value = if fast_paths()
+        && colon + 2 < e
         && buf[colon + 1] == b' '
         && !is_ws(buf[colon + 2])
         && !is_ws(buf[e - 1])
@@ -537,7 +538,7 @@ fn for_each_item(buf: &[u8], value: Span, mut f: impl FnMut(Span)) {
         return;
     }
     let b = &buf[..value.e()];
-    if find_from(b, b',', value.s()) == b.len() {
+    if fast_paths() && find_from(b, b',', value.s()) == b.len() {
         f(value);
     } else {
         CommaIter::new(buf, value).for_each(f);
@@ -599,7 +600,7 @@ fn parse_via_head_into(buf: &[u8], sp: Span, d: &mut ViaData) -> Result<(), &'st
 /// always the same as its.
 #[inline]
 fn parse_via_head_fast(buf: &[u8], sp: Span, d: &mut ViaData) -> bool {
-    parse_via_head_fast_opt(buf, sp, d).is_some()
+    fast_paths() && parse_via_head_fast_opt(buf, sp, d).is_some()
 }
 
 #[inline(always)]
@@ -741,7 +742,8 @@ fn parse_name_addr_into(buf: &[u8], sp: Span, d: &mut NameAddrData) -> Result<()
         if i >= e || b[i] != b'<' {
             return Err("quoted display name without <URI>");
         }
-    } else if b[i] != b'<' {
+    } else if !fast_paths() || b[i] != b'<' {
+        // (A `<` first: no display name, which the scan below would find too.)
         let mut k = i;
         while k < e && has(b[k], TOKEN | WS) {
             k += 1;

@@ -1,6 +1,43 @@
 //! Byte-level helpers shared by the parsers: spans, character classes, numbers, quoted strings,
 //! comma splitting and generic `;name=value` parameters. Every function is bounds-checked.
 
+/// Whether the parser may take its fast paths: each handles only the common valid case in fewer
+/// steps and hands anything else to the general step-by-step code, so results never differ.
+/// Outside tests this is the constant `true` (compiled out). In tests,
+/// [`general_paths_only`] turns every fast path off on the calling thread, so that the parser's
+/// two modes can be compared (`sip::parse_diff_tests`). Every fast-path entry point reads it.
+#[cfg(not(test))]
+#[inline(always)]
+pub(crate) const fn fast_paths() -> bool {
+    true
+}
+
+/// Test build: false while [`general_paths_only`] runs on this thread.
+#[cfg(test)]
+#[inline]
+pub(crate) fn fast_paths() -> bool {
+    !GENERAL_ONLY.with(std::cell::Cell::get)
+}
+
+#[cfg(test)]
+thread_local! {
+    static GENERAL_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with every fast path of the parser turned off on this thread (restored afterwards,
+/// also when `f` panics).
+#[cfg(test)]
+pub(crate) fn general_paths_only<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            GENERAL_ONLY.with(|g| g.set(self.0));
+        }
+    }
+    let _restore = Restore(GENERAL_ONLY.with(|g| g.replace(true)));
+    f()
+}
+
 /// A half-open byte range `[start, end)` into the buffer a message was parsed from.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Span {
@@ -122,6 +159,12 @@ pub(crate) fn find_from(buf: &[u8], needle: u8, from: usize) -> usize {
     let Some(hay) = buf.get(from..) else {
         return buf.len();
     };
+    if !fast_paths() {
+        return hay
+            .iter()
+            .position(|&c| c == needle)
+            .map_or(buf.len(), |k| from + k);
+    }
     #[cfg(target_arch = "x86_64")]
     {
         if let Some(one) = memchr::arch::x86_64::sse2::memchr::One::new(needle) {
@@ -165,20 +208,22 @@ pub(crate) fn at(buf: &[u8], i: usize) -> u8 {
 /// (one bounds check and one loop branch for four bytes: most runs are 5–30 bytes long).
 #[inline(always)]
 pub(crate) fn skip_while(b: &[u8], mut i: usize, keep: impl Fn(u8) -> bool) -> usize {
-    while let Some(q) = b.get(i..i + 4) {
-        if !keep(q[0]) {
-            return i;
+    if fast_paths() {
+        while let Some(q) = b.get(i..i + 4) {
+            if !keep(q[0]) {
+                return i;
+            }
+            if !keep(q[1]) {
+                return i + 1;
+            }
+            if !keep(q[2]) {
+                return i + 2;
+            }
+            if !keep(q[3]) {
+                return i + 3;
+            }
+            i += 4;
         }
-        if !keep(q[1]) {
-            return i + 1;
-        }
-        if !keep(q[2]) {
-            return i + 2;
-        }
-        if !keep(q[3]) {
-            return i + 3;
-        }
-        i += 4;
     }
     while i < b.len() && keep(b[i]) {
         i += 1;
@@ -339,7 +384,7 @@ pub(crate) fn next_param(buf: &[u8], i: &mut usize, end: usize) -> Option<Result
     let end = b.len();
     // White space is rare here: look at one byte before starting a scan.
     let ws = |j: usize| {
-        if j < end && is_ws(b[j]) {
+        if !fast_paths() || j < end && is_ws(b[j]) {
             skip_while(b, j, is_ws)
         } else {
             j
@@ -395,7 +440,7 @@ pub(crate) fn next_param(buf: &[u8], i: &mut usize, end: usize) -> Option<Result
 #[inline]
 pub(crate) fn value_end(buf: &[u8], mut i: usize, end: usize) -> usize {
     let end = end.min(buf.len());
-    while i < end {
+    while i < end && fast_paths() {
         let Some(chunk) = buf.get(i..i + 8) else {
             break;
         };

@@ -1,7 +1,7 @@
 //! URIs: `sip:`/`sips:` (userinfo, host incl. IPv6 references, port, parameters, headers),
 //! `tel:`, and any other scheme kept opaque. Spans point into the caller's buffer.
 
-use super::text::{at, find_byte, has, skip_while, Span, HOST, URI_BAD};
+use super::text::{at, fast_paths, find_byte, has, skip_while, Span, HOST, URI_BAD};
 
 /// URI scheme.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -179,6 +179,9 @@ pub(crate) fn parse_uri_in_angles(
 #[inline]
 fn parse_sip_uri_fast(buf: &[u8], s: usize, u: &mut UriData) -> Option<usize> {
     const NONE: usize = usize::MAX;
+    if !fast_paths() {
+        return None;
+    }
     let rest = buf.get(s..)?;
     let (scheme, r) = if rest.starts_with(b"sip:") {
         (Scheme::Sip, 4)

@@ -1,24 +1,19 @@
-//! Test only: a frozen copy of the parser as it was before the speed work (commit 38c134c:
-//! `parse.rs`, `uri.rs`, `text.rs`, `kinds.rs` without their unit tests), and the differential
-//! test that the current parser answers exactly as it did for the RFC 4475 corpus, the
-//! load-test messages and deterministic mutations of both.
-//!
-//! When the parser's behaviour is *meant* to change, change or delete this module.
-#![allow(dead_code, clippy::all)]
-
-mod kinds;
-mod parse;
-mod text;
-mod uri;
+//! Test only: the differential test of the parser's fast paths. Every fast path handles only
+//! the common valid case and hands anything else to the general step-by-step code, so the
+//! results must never differ: here every accessor of a parsed [`Message`](super::Message)
+//! (`validate()` included) is compared between the parser's two modes, fast paths on (as built)
+//! and off ([`general_paths_only`], the test-only switch read by every fast-path entry point),
+//! for the RFC 4475 corpus, the load-test messages and deterministic mutations of both.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-#[path = "../../../benches/common/load_messages.rs"]
+use super::text::{fast_paths, general_paths_only};
+
+#[path = "../../benches/common/load_messages.rs"]
 mod load_messages;
 
-/// Everything the public API of a parsed message shows, as text (the old and the new types are
-/// distinct but have the same accessors).
+/// Everything the public API of a parsed message shows, as text.
 macro_rules! dump {
     ($parsed:expr) => {{
         let mut o = String::new();
@@ -209,15 +204,14 @@ fn mutate(rng: &mut Rng, msg: &[u8]) -> Vec<u8> {
 }
 
 #[test]
-fn new_parser_answers_as_the_old_one() {
+fn fast_paths_answer_as_the_general_code() {
     let mut msgs = corpus();
     let corpus_len = msgs.len();
     let load = load_messages::LOAD_MESSAGES
         .iter()
         .chain(load_messages::BENCH_MESSAGES);
     msgs.extend(load.map(|(_, m)| m.to_vec()));
-    let mut new = super::Parser::new();
-    let mut old = parse::Parser::new();
+    let mut p = super::Parser::new();
     let mut rng = Rng(0x853c_49e6_748f_ea9b);
     let mut compared = 0;
     for (i, msg) in msgs.iter().enumerate() {
@@ -229,9 +223,14 @@ fn new_parser_answers_as_the_old_one() {
             } else {
                 mutate(&mut rng, msg)
             };
-            let a = dump!(new.parse(&m));
-            let b = dump!(old.parse(&m));
-            assert_eq!(a, b, "input {:?}", String::from_utf8_lossy(&m));
+            assert!(fast_paths());
+            let fast = dump!(p.parse(&m));
+            // The same parser (its tables reused), accessors called in general mode too.
+            let general = general_paths_only(|| {
+                assert!(!fast_paths());
+                dump!(p.parse(&m))
+            });
+            assert_eq!(fast, general, "input {:?}", String::from_utf8_lossy(&m));
             compared += 1;
         }
     }
