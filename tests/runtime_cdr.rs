@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use sipshard::cdr::csv::{parse_csv, WallClock, HEADER};
 use sipshard::cdr::writer::{unix_ms, CdrWriter, WriterSettings};
 use sipshard::cdr::{CdrRecord, CdrSender, EndReason};
-use sipshard::config::{Config, IoBackendKind, ServerConfig};
+use sipshard::config::{AdminConfig, Config, IoBackendKind, ServerConfig};
 use sipshard::dispatch::{Core, Outbox};
 use sipshard::server;
 use sipshard::shard::Clock;
@@ -78,6 +78,11 @@ fn records_emitted_during_shutdown_are_all_written_before_run_returns() {
             shutdown_timeout_ms: 2000,
             max_datagram_bytes: 2048,
             ..Config::default().server
+        },
+        // The default admin port (8080) may be taken by another server on this host.
+        admin: AdminConfig {
+            enabled: false,
+            ..Config::default().admin
         },
         ..Config::default()
     };

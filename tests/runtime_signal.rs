@@ -7,7 +7,7 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sipshard::config::{Config, IoBackendKind, ServerConfig};
+use sipshard::config::{AdminConfig, Config, IoBackendKind, ServerConfig};
 use sipshard::dispatch::{Core, Outbox};
 use sipshard::server;
 use sipshard::timer::Millis;
@@ -48,6 +48,11 @@ fn config() -> Config {
             shutdown_timeout_ms: 1000,
             max_datagram_bytes: 2048,
             advertised_address: None,
+        },
+        // The default admin port (8080) may be taken by another server on this host.
+        admin: AdminConfig {
+            enabled: false,
+            ..Config::default().admin
         },
         ..Config::default()
     }
