@@ -154,15 +154,15 @@ fn push_attempts(out: &mut Vec<u8>, start: Millis, attempts: &[CdrAttempt]) {
         push_addr(out, a.destination);
         out.push(b':');
         match a.outcome {
-            AttemptOutcome::Rejected(status) => push_u64(out, u64::from(status)),
+            AttemptOutcome::Rejected(status) => crate::sip::push_dec(out, u64::from(status)),
             o => out.extend_from_slice(outcome_text(o).as_bytes()),
         }
         out.push(b':');
         push_sub(out, a.called.as_bytes());
         out.push(b':');
-        push_u64(out, a.started.saturating_sub(start));
+        crate::sip::push_dec(out, a.started.saturating_sub(start));
         out.push(b':');
-        push_u64(out, a.ended.saturating_sub(start));
+        crate::sip::push_dec(out, a.ended.saturating_sub(start));
     }
 }
 
@@ -224,29 +224,6 @@ fn push_field_bytes(out: &mut Vec<u8>, s: &[u8]) {
     out.push(b'"');
 }
 
-/// Appends `n` in decimal.
-fn push_u64(out: &mut Vec<u8>, n: u64) {
-    // Most numbers here are below 1000 (octets, statuses, milliseconds): no loop for them.
-    let d = |v: u64| b'0' + (v % 10) as u8;
-    if n < 10 {
-        out.push(d(n));
-    } else if n < 100 {
-        out.extend_from_slice(&[d(n / 10), d(n)]);
-    } else if n < 1000 {
-        out.extend_from_slice(&[d(n / 100), d(n / 10), d(n)]);
-    } else {
-        let mut digits = [0u8; 20];
-        let mut i = digits.len();
-        let mut n = n;
-        while n > 0 {
-            i -= 1;
-            digits[i] = d(n);
-            n /= 10;
-        }
-        out.extend_from_slice(&digits[i..]);
-    }
-}
-
 /// Appends `addr` as `Display` writes it (`IP:PORT`, `[IPv6]:PORT`); IPv4 by hand.
 fn push_addr(out: &mut Vec<u8>, addr: SocketAddr) {
     match addr {
@@ -256,10 +233,10 @@ fn push_addr(out: &mut Vec<u8>, addr: SocketAddr) {
                 if i > 0 {
                     out.push(b'.');
                 }
-                push_u64(out, u64::from(o));
+                crate::sip::push_dec(out, u64::from(o));
             }
             out.push(b':');
-            push_u64(out, u64::from(a.port()));
+            crate::sip::push_dec(out, u64::from(a.port()));
         }
         SocketAddr::V6(_) => {
             use std::io::Write as _;
@@ -312,9 +289,9 @@ impl RowFormatter {
         out.push(b',');
         self.push_time(out, r.end);
         out.push(b',');
-        push_u64(out, r.duration_ms());
+        crate::sip::push_dec(out, r.duration_ms());
         out.push(b',');
-        push_u64(out, u64::from(r.final_status));
+        crate::sip::push_dec(out, u64::from(r.final_status));
         out.push(b',');
         out.extend_from_slice(end_reason_name(r.end_reason).as_bytes());
         out.push(b',');

@@ -115,7 +115,7 @@ pub fn forward_request(out: &mut Vec<u8>, msg: &Message, e: &RequestEdit) {
     }
     runs.flush(out);
     out.extend_from_slice(b"Max-Forwards: ");
-    push_num(out, u32::from(e.max_forwards));
+    crate::sip::push_u32(out, u32::from(e.max_forwards));
     out.extend_from_slice(b"\r\n\r\n");
     out.extend_from_slice(msg.body());
 }
@@ -203,21 +203,6 @@ pub fn uri_address(uri: &Uri) -> Option<SocketAddr> {
     ))
 }
 
-/// Appends `n` in decimal (`sip::push_u32`, with no loop for the small numbers a proxy writes:
-/// Max-Forwards, CSeq, shard numbers).
-pub(crate) fn push_num(out: &mut Vec<u8>, n: u32) {
-    let d = |v: u32| b'0' + (v % 10) as u8;
-    if n < 10 {
-        out.push(d(n));
-    } else if n < 100 {
-        out.extend_from_slice(&[d(n / 10), d(n)]);
-    } else if n < 1000 {
-        out.extend_from_slice(&[d(n / 100), d(n / 10), d(n)]);
-    } else {
-        crate::sip::push_u32(out, n);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -268,7 +253,7 @@ mod tests {
                 out.extend_from_slice(buf.get(h.line.0..h.line.1).unwrap_or_default());
             }
             out.extend_from_slice(b"Max-Forwards: ");
-            push_num(out, u32::from(e.max_forwards));
+            crate::sip::push_u32(out, u32::from(e.max_forwards));
             out.extend_from_slice(b"\r\n\r\n");
             out.extend_from_slice(msg.body());
         }
@@ -299,15 +284,6 @@ mod tests {
             }
             out.extend_from_slice(b"\r\n");
             out.extend_from_slice(resp.body());
-        }
-    }
-
-    #[test]
-    fn push_num_writes_decimal() {
-        for n in [0, 7, 9, 10, 42, 99, 100, 255, 999, 1000, 65_535, u32::MAX] {
-            let mut v = b"x".to_vec();
-            push_num(&mut v, n);
-            assert_eq!(v, format!("x{n}").as_bytes());
         }
     }
 

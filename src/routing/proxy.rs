@@ -31,9 +31,7 @@ use crate::transaction::{
 };
 
 use super::auth::{Admission, CallAuth, Caller};
-use super::edit::{
-    forward_request, push_num, strip_top_via, uri_address, via_destination, RequestEdit,
-};
+use super::edit::{forward_request, strip_top_via, uri_address, via_destination, RequestEdit};
 use super::table::{GatewayId, RoutingTable};
 
 /// `Server:` / `User-Agent:` of what the proxy writes itself.
@@ -933,7 +931,7 @@ impl Proxy {
                 c.cancel_tail.extend_from_slice(b"\r\n");
             }
             c.cancel_tail.extend_from_slice(b"CSeq: ");
-            push_num(&mut c.cancel_tail, msg.cseq().map_or(1, |s| s.seq));
+            crate::sip::push_u32(&mut c.cancel_tail, msg.cseq().map_or(1, |s| s.seq));
             c.cancel_tail
                 .extend_from_slice(b" CANCEL\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n");
         }
@@ -1445,7 +1443,7 @@ impl Proxy {
         b.extend_from_slice(b"\r\nRecord-Route: <sip:");
         b.extend_from_slice(&self.local);
         b.extend_from_slice(b";lr;s=");
-        push_num(b, self.shard as u32);
+        crate::sip::push_u32(b, self.shard as u32);
         b.extend_from_slice(b">\r\n");
         b.extend_from_slice(&self.calls[idx as usize].fwd_tail);
         self.buf2 = via;
@@ -2877,7 +2875,7 @@ fn write_bye(
     out.extend_from_slice(b"\r\nCall-ID: ");
     out.extend_from_slice(call_id);
     out.extend_from_slice(b"\r\nCSeq: ");
-    push_num(out, cseq);
+    crate::sip::push_u32(out, cseq);
     out.extend_from_slice(
         b" BYE\r\nReason: Q.850;cause=102;text=\"maximum call duration\"\r\nUser-Agent: ",
     );
@@ -2904,7 +2902,7 @@ fn sent_by_is(via: &crate::sip::Via, local: &[u8]) -> bool {
     let mut s = Vec::with_capacity(host.len() + 6);
     s.extend_from_slice(host);
     s.push(b':');
-    push_num(&mut s, u32::from(port));
+    crate::sip::push_u32(&mut s, u32::from(port));
     s.eq_ignore_ascii_case(local)
 }
 

@@ -486,18 +486,7 @@ pub(crate) fn unquote(v: &[u8]) -> &[u8] {
 
 /// Appends `n` in decimal (no allocation).
 pub fn push_u32(out: &mut Vec<u8>, n: u32) {
-    let mut tmp = [0u8; 10];
-    let mut i = tmp.len();
-    let mut n = n;
-    loop {
-        i -= 1;
-        tmp[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&tmp[i..]);
+    super::fmt::push_dec(out, u64::from(n));
 }
 
 #[cfg(test)]
