@@ -228,13 +228,7 @@ fn push_field_bytes(out: &mut Vec<u8>, s: &[u8]) {
 fn push_addr(out: &mut Vec<u8>, addr: SocketAddr) {
     match addr {
         SocketAddr::V4(a) => {
-            let [a0, a1, a2, a3] = a.ip().octets();
-            for (i, o) in [a0, a1, a2, a3].into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b'.');
-                }
-                crate::sip::push_dec(out, u64::from(o));
-            }
+            crate::sip::push_ip(out, std::net::IpAddr::V4(*a.ip()));
             out.push(b':');
             crate::sip::push_dec(out, u64::from(a.port()));
         }
